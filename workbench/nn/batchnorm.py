@@ -1,0 +1,57 @@
+"""Batch normalization over the batch axis (Ioffe & Szegedy 2015).
+
+Training: xhat = (x - mu_B) / sqrt(var_B + eps), y = gamma xhat + beta, and the
+running statistics move by `momentum` (PyTorch convention, unbiased running
+variance). Evaluation uses the running statistics. Backward, with
+g = dL/dy and N the batch size:
+    dgamma = sum(g xhat), dbeta = sum(g),
+    dx = gamma / (N sqrt(var_B + eps)) * (N g - sum(g) - xhat sum(g xhat)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.nn.layer import Layer
+
+
+class BatchNorm(Layer):
+    kind = "batchnorm"
+
+    def __init__(self, name: str, size: int, dtype: np.dtype, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__(name)
+        self.params = {"gamma": np.ones(size, dtype), "beta": np.zeros(size, dtype)}
+        self.grads = {"gamma": np.zeros(size, dtype), "beta": np.zeros(size, dtype)}
+        self.running_mean = np.zeros(size, dtype)
+        self.running_var = np.ones(size, dtype)
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if training:
+            n = x.shape[0]
+            mean = x.mean(axis=0)
+            var = x.var(axis=0)
+            self._inv_std = 1.0 / np.sqrt(var + self.eps)
+            self._xhat = (x - mean) * self._inv_std
+            m = self.momentum
+            self.running_mean *= 1.0 - m
+            self.running_mean += m * mean
+            self.running_var *= 1.0 - m
+            self.running_var += (m * n / max(n - 1, 1)) * var
+            xhat = self._xhat
+        else:
+            xhat = (x - self.running_mean) / np.sqrt(self.running_var + self.eps)
+        return xhat * self.params["gamma"] + self.params["beta"]
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        xhat, n = self._xhat, grad_out.shape[0]
+        sum_g = grad_out.sum(axis=0)
+        sum_gx = (grad_out * xhat).sum(axis=0)
+        self.grads["gamma"][...] = sum_gx
+        self.grads["beta"][...] = sum_g
+        scale = self.params["gamma"] * self._inv_std * (1.0 / n)
+        return scale * (n * grad_out - sum_g - xhat * sum_gx)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"running_mean": self.running_mean, "running_var": self.running_var}

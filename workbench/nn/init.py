@@ -1,0 +1,83 @@
+"""Weight initializers by name. Each returns a (fan_in, fan_out) matrix; biases start at zero.
+
+`scale` is the std for `normal`, the half-width for `uniform`, and a gain
+multiplying the formula for every other scheme (1.0 reproduces the paper).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+Initializer = Callable[[int, int, np.random.Generator, float, np.dtype], np.ndarray]
+
+
+def _uniform(limit: float, shape, rng, dtype) -> np.ndarray:
+    return rng.uniform(-limit, limit, size=shape).astype(dtype)
+
+
+def _normal(std: float, shape, rng, dtype) -> np.ndarray:
+    return (rng.standard_normal(size=shape) * std).astype(dtype)
+
+
+def standard(fan_in, fan_out, rng, scale, dtype):
+    """U[-1/sqrt(fan_in), 1/sqrt(fan_in)]: the common heuristic that Glorot & Bengio (2010, eq. 1) take as baseline."""
+    return _uniform(scale / math.sqrt(fan_in), (fan_in, fan_out), rng, dtype)
+
+
+def xavier_uniform(fan_in, fan_out, rng, scale, dtype):
+    """U[-a, a], a = sqrt(6 / (fan_in + fan_out)): 'normalized initialization', Glorot & Bengio (2010, eq. 16)."""
+    return _uniform(scale * math.sqrt(6.0 / (fan_in + fan_out)), (fan_in, fan_out), rng, dtype)
+
+
+def xavier_normal(fan_in, fan_out, rng, scale, dtype):
+    """N(0, 2 / (fan_in + fan_out)): the Gaussian form of Glorot & Bengio (2010), same variance as eq. 16."""
+    return _normal(scale * math.sqrt(2.0 / (fan_in + fan_out)), (fan_in, fan_out), rng, dtype)
+
+
+def he_uniform(fan_in, fan_out, rng, scale, dtype):
+    """U[-a, a], a = sqrt(6 / fan_in): variance 2/fan_in, He et al. (2015, eq. 10) in uniform form."""
+    return _uniform(scale * math.sqrt(6.0 / fan_in), (fan_in, fan_out), rng, dtype)
+
+
+def he_normal(fan_in, fan_out, rng, scale, dtype):
+    """N(0, 2 / fan_in): He et al. (2015, eq. 10), keeps the forward variance of ReLU networks (untruncated, as PyTorch)."""
+    return _normal(scale * math.sqrt(2.0 / fan_in), (fan_in, fan_out), rng, dtype)
+
+
+def lecun_normal(fan_in, fan_out, rng, scale, dtype):
+    """N(0, 1 / fan_in): LeCun et al. (1998, 'Efficient BackProp', sec. 4.6)."""
+    return _normal(scale * math.sqrt(1.0 / fan_in), (fan_in, fan_out), rng, dtype)
+
+
+def orthogonal(fan_in, fan_out, rng, scale, dtype):
+    """A (semi-)orthogonal matrix times a gain: Saxe et al. (2014); QR of a Gaussian with the sign of diag(R) fixed."""
+    rows, cols = max(fan_in, fan_out), min(fan_in, fan_out)
+    q, r = np.linalg.qr(rng.standard_normal(size=(rows, cols)))
+    q *= np.sign(np.diag(r))
+    if fan_in < fan_out:
+        q = q.T
+    return (scale * q).astype(dtype)
+
+
+def normal(fan_in, fan_out, rng, scale, dtype):
+    """N(0, scale^2): a fixed-scale Gaussian, the 'small random numbers' of early practice."""
+    return _normal(scale, (fan_in, fan_out), rng, dtype)
+
+
+def uniform(fan_in, fan_out, rng, scale, dtype):
+    """U[-scale, scale]: a fixed-scale uniform."""
+    return _uniform(scale, (fan_in, fan_out), rng, dtype)
+
+
+def zeros(fan_in, fan_out, rng, scale, dtype):
+    """All zeros: every unit of a layer stays identical (a symmetry-breaking failure to study)."""
+    return np.zeros((fan_in, fan_out), dtype)
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    fn.__name__: fn
+    for fn in (standard, xavier_uniform, xavier_normal, he_uniform, he_normal, lecun_normal, orthogonal, normal, uniform, zeros)
+}
