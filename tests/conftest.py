@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny data sets and trainers that run in milliseconds."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@dataclass
+class ArrayData:
+    """A minimal data object with the fields the Trainer reads."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    task: str = "classification"
+    name: str = "blobs"
+
+
+@pytest.fixture
+def blobs() -> ArrayData:
+    """Three separable Gaussian blobs in 5 dimensions, float32."""
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((3, 5)) * 3
+    y = rng.integers(0, 3, 300)
+    X = (centers[y] + rng.standard_normal((300, 5))).astype(np.float32)
+    return ArrayData(X[:200], y[:200], X[200:250], y[200:250], X[250:], y[250:])
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,114 @@
+"""From a spec to a trained model: data + model + optimizer + trainer + hooks.
+
+This is the one place that wires the pieces together (spec -> data + model ->
+trainer -> hooks -> stats). Tracking, studies and the CLI call `build_run`
+and add their own hooks; the core never imports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from workbench.data import Dataset, load_dataset
+from workbench.errors import UserError
+from workbench.monitor import build_monitor_hooks
+from workbench.nn.losses import LOSSES, Huber, Loss
+from workbench.nn.model import Architecture, Sequential, build_model
+from workbench.nn.optim import build_optimizer
+from workbench.spec import Spec
+from workbench.training import Hook, Trainer
+
+REGRESSION_LOSSES = ", ".join(name for name, cls in LOSSES.items() if cls.task == "regression")
+
+
+@dataclass
+class Run:
+    """Everything a training run is made of, ready for `trainer.fit()`."""
+
+    spec: Spec
+    data: Dataset
+    model: Sequential
+    loss: Loss
+    trainer: Trainer
+    monitor: object | None = None
+    hooks: list[Hook] = field(default_factory=list)
+
+    @property
+    def record(self):
+        """The statistics record of the run's monitor (None when monitoring is off)."""
+        return getattr(self.monitor, "record", None)
+
+
+def load_data(spec: Spec) -> Dataset:
+    d = spec.data
+    return load_dataset(
+        d.source, seed=spec.seed, dtype=spec.dtype, path=d.path, target=d.target,
+        test_fraction=d.test_fraction, val_fraction=d.val_fraction, standardize=d.standardize,
+        n_samples=d.n_samples, n_features=d.n_features, n_classes=d.n_classes, noise=d.noise, limit=d.limit,
+    )
+
+
+def make_loss(spec: Spec, data: Dataset) -> Loss:
+    """The spec's loss, checked against the task of the data actually loaded."""
+    name = spec.training.loss
+    cls = LOSSES[name]
+    if cls.task == "classification" and data.task != "classification":
+        raise UserError(
+            f'training.loss = "{name}" needs a classification data set, but {data.name} is a regression set: '
+            f"use one of {REGRESSION_LOSSES}"
+        )
+    if name == "binary_cross_entropy" and data.n_classes != 2:
+        raise UserError(
+            f'training.loss = "binary_cross_entropy" needs 2 classes, but {data.name} has {data.n_classes}: '
+            'use training.loss = "cross_entropy"'
+        )
+    return Huber(spec.training.huber_delta) if cls is Huber else cls()
+
+
+def seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+    """Independent streams for initialization, dropout and shuffling, all from the spec's seed."""
+    init, dropout, shuffle = np.random.SeedSequence(seed).spawn(3)
+    return tuple(np.random.default_rng(s) for s in (init, dropout, shuffle))
+
+
+def build_run(spec: Spec, *, hooks: tuple[Hook, ...] = (), data: Dataset | None = None) -> Run:
+    """Load data, build model, loss, optimizer, trainer and the monitoring hooks the spec asks for."""
+    data = data if data is not None else load_data(spec)
+    loss = make_loss(spec, data)
+    if len(data.X_train) == 0:
+        raise UserError(f"{data.name}: the training split is empty: lower data.test_fraction or data.val_fraction")
+    init_rng, dropout_rng, shuffle_rng = seeds(spec.seed)
+    m = spec.model
+    arch = Architecture(
+        n_inputs=data.n_features, n_outputs=loss.output_units(data.n_outputs), hidden=tuple(m.hidden),
+        activation=m.activation, batch_norm=m.batch_norm, dropout=m.dropout, dtype=spec.dtype,
+        meta={"task": data.task, "loss": spec.training.loss, "classes": [str(c) for c in data.classes]},
+    )
+    model = build_model(arch, init=m.init, init_scale=m.init_scale, rng=init_rng, dropout_rng=dropout_rng)
+    o, t = spec.optimizer, spec.training
+    steps_per_epoch = max(1, -(-len(data.X_train) // t.batch_size))
+    optimizer = build_optimizer(
+        model.parameters(), o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
+        beta1=o.beta1, beta2=o.beta2, eps=o.eps, rho=o.rho, schedule=o.schedule,
+        steps_per_epoch=steps_per_epoch, epochs=t.epochs, step_size=o.step_size, gamma=o.gamma,
+        warmup_epochs=o.warmup_epochs, min_lr=o.min_lr,
+    )
+    es = spec.early_stopping
+    monitor_hooks = build_monitor_hooks(
+        every=spec.monitor.every, max_records=spec.monitor.max_records,
+        clipping_mode=spec.clipping.mode, max_norm=spec.clipping.max_norm, max_value=spec.clipping.max_value,
+        nan_guard=spec.monitor.nan_guard,
+        early_stopping=None if not es.enabled else dict(
+            monitor=es.monitor, mode=es.mode, patience=es.patience, min_delta=es.min_delta,
+            baseline=es.baseline, restore_best_weights=es.restore_best_weights, start_from_epoch=es.start_from_epoch,
+        ),
+    )
+    trainer = Trainer(model, loss, optimizer, data, epochs=t.epochs, batch_size=t.batch_size,
+                      shuffle=t.shuffle, rng=shuffle_rng)
+    all_hooks = [*monitor_hooks, *hooks]
+    for hook in all_hooks:
+        trainer.register(hook)
+    monitor = next((h for h in monitor_hooks if hasattr(h, "record")), None)
+    return Run(spec, data, model, loss, trainer, monitor, all_hooks)
