@@ -1,0 +1,86 @@
+"""The arrays a training run consumes, already split, encoded and scaled.
+
+`RawData` is what a source hands over (one table, or a train and a test table
+for sources with their own test set); `Dataset` is what `load_dataset` returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Train, validation and test arrays plus what a model and a report need to know.
+
+    Classification: `y_*` are int64 labels 0..K-1 of shape (n,), `classes[k]` is the
+    original value or name of label k. Regression: `y_*` have shape (n, n_targets).
+    """
+
+    name: str
+    task: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    n_outputs: int
+    classes: tuple
+    feature_names: tuple[str, ...]
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+    def summary(self) -> str:
+        """One line for logs and tags, e.g. 'digits: 1797 samples, 64 features, 10 classes (...)'."""
+        sizes = (len(self.y_train), len(self.y_val), len(self.y_test))
+        if self.task == "classification":
+            outputs = f"{self.n_classes} classes"
+        else:
+            outputs = f"{self.n_outputs} target{'s' if self.n_outputs != 1 else ''}"
+        return (
+            f"{self.name}: {sum(sizes)} samples, {self.n_features} features, {outputs} "
+            f"(train {sizes[0]} / val {sizes[1]} / test {sizes[2]})"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class RawData:
+    """One source's examples before splitting, as the source read them.
+
+    `y` holds raw labels (ints or strings) for classification and an (n, k) float
+    array for regression. `test` is set by sources that ship their own test set.
+    `x_divisor` lets MNIST keep uint8 pixels until after subsampling (cheap), then
+    divide by 255 once the kept rows are cast to float.
+    """
+
+    name: str
+    origin: str
+    task: str
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: tuple[str, ...]
+    target_names: tuple[str, ...] = ("y",)
+    label_names: tuple | None = None
+    row_labels: np.ndarray | None = None
+    row_word: str = "row"
+    test: tuple[np.ndarray, np.ndarray] | None = None
+    x_divisor: float = 1.0
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a source may need to produce its examples (each reads only its own)."""
+
+    seed: int = 0
+    path: str | None = None
+    target: str | None = None
+    n_samples: int = 1000
+    n_features: int = 20
+    n_classes: int = 3
+    noise: float = 0.1
