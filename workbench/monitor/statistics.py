@@ -1,0 +1,289 @@
+"""Per-layer training statistics, recorded every `every` steps into a `StatsRecord`.
+
+Per dense layer i (columns `model.dense_layers`, input to output), W its weight
+matrix, s_i its output (pre-activation), y_i the block's activation output
+(the logits s_L for the output layer):
+
+    grad_norm       ||dL/dW_i||                     (before clipping; W only)
+    weight_norm     ||W_i(t)||                      (the weights that produced this step's gradient)
+    update_ratio    ||W_i(t+1) - W_i(t)|| / ||W_i(t)||  (the update actually applied, any optimizer:
+                                                    W is copied before the update on recorded steps)
+    backprop_norm   ||dL/ds_i||                     (the gradient flowing back into the layer,
+                                                    Glorot & Bengio 2010; `record.backprop_gain()`
+                                                    gives ||dL/ds_i|| / ||dL/ds_{i+1}||)
+    act_mean        mean(y_i), act_std  std(y_i)    (over batch and units)
+    dead_frac       relu: fraction of units whose output is 0 for every sample of the batch
+                    (found from the column sums, as relu outputs are >= 0); defined for relu
+                    only: 0 for the other activations, NaN for the output layer
+    sat_frac        tanh: fraction of outputs with |y| > 0.97; sigmoid: outside [0.03, 0.97];
+                    0 for the other activations; NaN for the output layer
+    bn_gamma_mean, bn_running_mean, bn_running_var
+                    means over units of the block's batch-norm gamma and running statistics
+                    (after this step's forward); NaN for blocks without batch norm
+    nonfinite       NaN/Inf elements in W, b, their gradients, dL/ds_i and y_i (counted only when
+                    a norm or sum comes out non-finite: a norm is finite iff all elements are)
+
+Global: `loss` (batch loss), `lr` (the optimizer's `lr()` at this step, NaN
+without one), `grad_norm_global` (all parameters, before clipping),
+`grad_norm_clipped` (after clipping), `clipped` (1 when clipping fired, else 0).
+All columns are float32; `record.steps` and `record.epochs` index the rows.
+
+Cost per recorded step and layer: about ten numpy calls and no array-sized
+temporaries (tanh and sigmoid add two comparisons): `np.dot(v, v)` on raveled
+views for squared norms, one gemv for the column sums of y; W is copied into a
+snapshot while its norm is taken, and the update norm is taken from W and the
+snapshot, both block by block (`norms.CHUNK`) so each block is read from memory
+once. The values of a row reach the record in two slice assignments. Off-cadence
+steps cost a modulo. The variance comes from sum and dot (E[y^2] - E[y]^2) and
+is recomputed with `np.var` in float64 when that difference cancels.
+The snapshot is what makes `update_ratio` exact for any optimizer; it is also
+the largest cost on wide layers (two extra passes over W per recorded step).
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+
+from workbench.monitor.norms import CHUNK, copy_squared_norm, gradient_norms, squared_distance, squared_norm
+from workbench.monitor.record import StatsRecord
+from workbench.nn.batchnorm import BatchNorm
+from workbench.nn.dense import Dense
+from workbench.training.hooks import Hook
+
+LAYER_STATS = (
+    "grad_norm", "weight_norm", "update_ratio", "backprop_norm", "act_mean", "act_std", "dead_frac", "sat_frac",
+    "bn_gamma_mean", "bn_running_mean", "bn_running_var", "nonfinite",
+)
+GLOBAL_STATS = ("loss", "lr", "grad_norm_global", "grad_norm_clipped", "clipped")
+SATURATION = 0.97  # |tanh| beyond it (sigmoid beyond 0.03 and 0.97): f' below 6% of its maximum
+_NAN = math.nan
+
+
+def _count_nonfinite(array: np.ndarray) -> int:
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
+class _Block:
+    """What the monitor reads for one dense layer, looked up once per run."""
+
+    def __init__(self, model, dense: Dense, norms, max_batch: int) -> None:
+        self.name = dense.name
+        self.W, self.b = dense.params["W"], dense.params["b"]
+        self.w = self.W.reshape(-1)
+        self.snap = np.empty(self.W.size, self.W.dtype)  # W before the update
+        self.scratch = np.empty(min(self.W.size, CHUNK), self.W.dtype)
+        self.iW, self.ib = norms.index[f"{dense.name}.W"], norms.index[f"{dense.name}.b"]
+        act = model.activation_after(dense.name)
+        self.output = act.name if act is not None else dense.name  # y: activation output, or the logits
+        self.kind = act.activation if act is not None else None
+        units = dense.fan_out
+        self.units = units
+        self.ones_batch = np.ones(max_batch, self.W.dtype)  # column sums by gemv: ones[:n] @ y
+        self.ones_units = np.ones(units, self.W.dtype)
+        self.bn = None
+        layers = model.layers
+        for layer in layers[layers.index(dense) + 1 :]:
+            if isinstance(layer, Dense):
+                break
+            if isinstance(layer, BatchNorm):
+                self.bn = layer
+                break
+        self.weight_norm = _NAN
+        self.forward_nonfinite = 0
+
+
+class StatisticsMonitor(Hook):
+    """Fills `self.record` with the statistics above every `every` steps (see module docstring).
+
+    A recorded step's built-in values collect in two Python lists through the three stages and
+    reach the record in two slice assignments at `on_after_update` (or as soon as the step is
+    cut short: NaN guard, stop, end of epoch), as numpy calls cost more than the arithmetic here.
+    """
+
+    priority = -30  # before the NaN guard (-20), the clipper (-10) and everything else
+
+    def __init__(self, every: int = 1, max_records: int = 100_000) -> None:
+        if int(every) < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
+        if int(max_records) < 2:
+            raise ValueError(f"max_records must be at least 2, got {max_records}")
+        self.every, self.max_records = int(every), int(max_records)
+        self.record: StatsRecord | None = None
+        self._groups_of: StatsRecord | None = None  # the record whose built-in column groups are laid out
+        self._row = -1
+        self._pending = False
+
+    # -- setup -------------------------------------------------------------------------
+    def on_train_begin(self, trainer) -> None:
+        model = trainer.model
+        dense = model.dense_layers
+        names = [layer.name for layer in dense]
+        kinds = [a.activation for a in (model.activation_after(n) for n in names[:-1]) if a is not None]
+        activation = kinds[0] if kinds else "identity"
+        record = self.record
+        if record is None or record.layers != names:
+            expected = trainer.epochs * trainer.steps_per_epoch // self.every + 2
+            record = self.record = StatsRecord(
+                names, max_records=self.max_records, every=self.every, activation=activation, capacity=expected
+            )
+        if self._groups_of is not record:  # a new record: lay out the built-in columns
+            self._layer_group = record.add_group("layer", LAYER_STATS)
+            self._global_group = record.add_group("global", GLOBAL_STATS)
+            self._groups_of = record
+        arch = getattr(model, "architecture", None)
+        record.meta.update(
+            every=self.every,
+            max_records=self.max_records,
+            activation=activation,
+            model=model.summary(),
+            layer_sizes=[[int(layer.fan_in), int(layer.fan_out)] for layer in dense],
+            batch_norm=any(isinstance(layer, BatchNorm) for layer in model.layers),
+            dtype=str(model.dtype),
+            batch_size=int(trainer.batch_size),
+            steps_per_epoch=int(trainer.steps_per_epoch),
+        )
+        if arch is not None:
+            record.meta["architecture"] = arch.to_json()
+        self.norms = gradient_norms(trainer)
+        n = len(dense)
+        self.blocks = [_Block(model, layer, self.norms, trainer.batch_size) for layer in dense]
+        for j, block in enumerate(self.blocks):  # where the layer's statistics go in the row's values
+            block.slots = SimpleNamespace(**{name: k * n + j for k, name in enumerate(LAYER_STATS)})
+        lr = getattr(trainer.optimizer, "lr", None)
+        self._lr = lr if callable(lr) else None
+        self._layer_template = [_NAN] * (len(LAYER_STATS) * n)
+        self._global_template = [_NAN] * len(GLOBAL_STATS)
+        self._row = -1
+        self._pending = False
+
+    # -- the three stages of a recorded step -------------------------------------------
+    def on_after_forward(self, trainer) -> None:
+        if self._pending:
+            self._flush()
+        self._row = row = self.record.start_row(trainer.step, trainer.epoch)
+        if row >= 0:
+            self._forward(trainer)
+
+    def on_after_backward(self, trainer) -> None:
+        if self._row >= 0:
+            self._backward(trainer)
+
+    def on_after_update(self, trainer) -> None:
+        if self._row < 0:
+            return
+        norms, sqrt = self.norms, math.sqrt
+        values = self._layer_values
+        self._global_values[3:5] = (norms.clipped_norm, 1.0 if norms.clipped else 0.0)
+        for block in self.blocks:
+            w = block.weight_norm
+            update = sqrt(squared_distance(block.w, block.snap, block.scratch))
+            values[block.slots.update_ratio] = update / w if w > 0.0 else _NAN
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write the pending row's values into the record (two slice assignments)."""
+        record, row = self.record, self._row
+        record.buffer(self._layer_group)[row] = self._layer_values
+        record.buffer(self._global_group)[row] = self._global_values
+        self._pending = False
+
+    def _forward(self, trainer) -> None:
+        self._pending = True
+        self._layer_values = values = self._layer_template[:]
+        self._global_values = [trainer.batch_loss, _NAN, _NAN, _NAN, _NAN]
+        outputs, dot, sqrt, isfinite, count = trainer.model.outputs, np.dot, math.sqrt, math.isfinite, np.count_nonzero
+        for block in self.blocks:
+            slots = block.slots
+            y = outputs[block.output]
+            v = y.ravel()
+            ones = block.ones_batch
+            if len(y) != len(ones):
+                ones = ones[: len(y)] if len(y) < len(ones) else np.ones(len(y), y.dtype)
+            column_sums = dot(ones, y)
+            size = v.size
+            mean = float(dot(column_sums, block.ones_units)) / size
+            square = float(dot(v, v)) / size
+            var = square - mean * mean
+            if isfinite(var):
+                bad = 0
+                if var < 1e-3 * square:  # E[y^2] - E[y]^2 cancels: recompute in float64
+                    var = float(np.var(y, dtype=np.float64))
+                values[slots.act_std] = sqrt(var)
+            else:
+                bad = int(size - count(np.isfinite(v)))
+                values[slots.act_std] = var
+            block.forward_nonfinite = values[slots.nonfinite] = bad
+            values[slots.act_mean] = mean
+            kind = block.kind
+            if kind == "relu":  # outputs >= 0: a unit is zero on the whole batch iff its column sum is 0
+                values[slots.dead_frac] = 1.0 - count(column_sums) / block.units
+                values[slots.sat_frac] = 0.0
+            elif kind is not None:  # None: the output layer, where dead and saturated units do not apply
+                values[slots.dead_frac] = 0.0
+                if kind == "tanh":
+                    values[slots.sat_frac] = (count(y > SATURATION) + count(y < -SATURATION)) / size
+                elif kind == "sigmoid":
+                    values[slots.sat_frac] = (count(y > SATURATION) + count(y < 1.0 - SATURATION)) / size
+                else:
+                    values[slots.sat_frac] = 0.0
+
+    def _backward(self, trainer) -> None:
+        norms = self.norms
+        self._global_values[1:3] = (self._lr() if self._lr is not None else _NAN, norms.compute(trainer))
+        grad_outputs, dot, sqrt, isfinite = trainer.model.grad_outputs, np.dot, math.sqrt, math.isfinite
+        sq, norms_bad = norms.sq, norms.nonfinite
+        values = self._layer_values
+        for block in self.blocks:
+            slots = block.slots
+            bad = block.forward_nonfinite + norms_bad[block.iW] + norms_bad[block.ib]
+            values[slots.grad_norm] = sqrt(sq[block.iW])
+            w_sq = copy_squared_norm(block.snap, block.w)
+            if not isfinite(w_sq):  # scan W, and b with it (b shares its gradient signal dL/ds with W)
+                w_sq, count = squared_norm(block.w)
+                bad += count + _count_nonfinite(block.b)
+            block.weight_norm = values[slots.weight_norm] = sqrt(w_sq)
+            g = grad_outputs[block.name].ravel()
+            bp_sq = float(dot(g, g))
+            if not isfinite(bp_sq):
+                bp_sq, count = squared_norm(g)
+                bad += count
+            values[slots.backprop_norm] = sqrt(bp_sq)
+            values[slots.nonfinite] = bad
+            bn = block.bn
+            if bn is not None:
+                ones, units = block.ones_units, block.units
+                values[slots.bn_gamma_mean] = float(dot(bn.params["gamma"], ones)) / units
+                values[slots.bn_running_mean] = float(dot(bn.running_mean, ones)) / units
+                values[slots.bn_running_var] = float(dot(bn.running_var, ones)) / units
+
+    # -- rows end with the batch ---------------------------------------------------------
+    def _end_row(self) -> None:
+        if self._pending:
+            self._flush()
+        if self.record is not None:
+            self.record.stop_recording()
+
+    def on_evaluate(self, trainer, split, metrics) -> None:
+        self._end_row()
+
+    def on_epoch_end(self, trainer, logs) -> None:
+        self._end_row()
+
+    def on_train_end(self, trainer) -> None:
+        self._end_row()
+
+    # -- the NaN guard keeps the failing step -------------------------------------------
+    def capture(self, trainer, stage: str) -> None:
+        """Record the current step whatever the cadence, up to `stage` ("forward" or "backward")."""
+        if self.record is None:
+            return
+        if not (self._row >= 0 and self.record.last_step == trainer.step):
+            self._row = self.record.start_row(trainer.step, trainer.epoch, force=True)
+            self._forward(trainer)
+            if stage == "backward":
+                self._backward(trainer)
+        if self._pending:
+            self._flush()
