@@ -1,0 +1,321 @@
+"""MLflow tracking against a real SQLite store in a temporary folder: params, metrics, artifacts, status, reload."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+import workbench
+from workbench.execute import execute
+from workbench.spec import load_spec
+from workbench.tracking import RunTracker, ensure_experiment, load_run_record, resolve_tracking_uri, spec_params
+from workbench.tracking.metric_logger import MetricBlock, MetricLogger
+from workbench.tracking.tracker import CLIP_FRACTION, HIDDEN_ONLY, LAYER_METRICS
+from workbench.training import Hook
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "experiments" / "digits_mlp.toml"
+SMALL = ["model.hidden=[32]", "training.epochs=3", "monitor.log_every=5", "early_stopping.enabled=false"]
+DIVERGE = ["optimizer.name=sgd", "optimizer.lr=10", "model.init=normal", "model.init_scale=5"]
+LAYERS = ["dense1", "dense2"]  # hidden [32]: one hidden layer and the output layer
+
+
+def small_spec(*overrides: str):
+    return load_spec(SPEC, [*SMALL, *overrides])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One SQLite store for the module (creating its tables takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def client(store) -> MlflowClient:
+    return MlflowClient(store)
+
+
+@pytest.fixture(scope="module")
+def finished(store):
+    return execute(small_spec(), tracking_uri=store, spec_path=str(SPEC))
+
+
+def metric_steps(client, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def expected_keys(layers=LAYERS) -> set[str]:
+    per_layer = {f"{stat}/{layer}" for stat in LAYER_METRICS for layer in layers
+                 if not (stat in HIDDEN_ONLY and layer == layers[-1])}
+    epoch = {"epoch", "train/loss", "val/loss", "val/accuracy", "test/loss", "test/accuracy"}
+    return per_layer | epoch | {"grad_norm/global", CLIP_FRACTION}
+
+
+def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for info in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, info.path) if info.is_dir else {info.path}
+    return out
+
+
+# -- a finished run -------------------------------------------------------------------------------
+def test_finished_run_status_params_and_tags(finished, client):
+    run = client.get_run(finished.run_id)
+    assert finished.status == "FINISHED" and finished.exit_code == 0
+    assert run.info.status == "FINISHED" and run.info.end_time
+    assert client.get_experiment(run.info.experiment_id).name == "digits-mlp"
+    params = run.data.params
+    assert params == spec_params(finished.run.spec)
+    assert params["model.hidden"] == "[32]" and params["optimizer.lr"] == "0.001"
+    assert params["data.standardize"] == "true" and params["monitor.log_every"] == "5"
+    assert "data.path" not in params  # None values are skipped
+    tags = run.data.tags
+    assert tags["workbench.version"] == workbench.__version__
+    assert tags["workbench.dataset"].startswith("digits: 1797 samples")
+    assert tags["workbench.model"].startswith("MLP 64-32-10")
+    assert tags["mlflow.runName"] and tags["workbench.spec_path"] == str(SPEC)
+    assert "workbench.status_reason" not in tags and "mlflow.parentRunId" not in tags
+
+
+def test_every_metric_key_is_logged(finished, client):
+    assert set(client.get_run(finished.run_id).data.metrics) == expected_keys()
+
+
+def test_epoch_metrics_at_the_global_step(finished, client):
+    steps_per_epoch = finished.run.trainer.steps_per_epoch
+    expected = [steps_per_epoch * (e + 1) for e in range(3)]
+    for key in ("epoch", "train/loss", "val/loss", "val/accuracy"):
+        assert metric_steps(client, finished.run_id, key) == expected
+    history = client.get_metric_history(finished.run_id, "val/loss")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(finished.run.trainer.history["val/loss"])
+    assert metric_steps(client, finished.run_id, "test/accuracy") == [expected[-1]]
+    assert client.get_run(finished.run_id).data.metrics["test/accuracy"] == pytest.approx(finished.metrics["test/accuracy"])
+
+
+def test_per_step_metrics_follow_the_record_at_log_every(finished, client):
+    record = finished.run.record
+    steps = [int(s) for s in record.steps if s % 5 == 0]
+    assert len(steps) > 10
+    for key in ("grad_norm/dense1", "update_ratio/dense2", "grad_norm/global", CLIP_FRACTION):
+        assert metric_steps(client, finished.run_id, key) == steps
+    logged = {m.step: m.value for m in client.get_metric_history(finished.run_id, "grad_norm/dense1")}
+    row = int(np.searchsorted(record.steps, steps[3]))
+    assert logged[steps[3]] == pytest.approx(float(record.series("grad_norm", "dense1")[row]), rel=1e-6)
+    assert {m.value for m in client.get_metric_history(finished.run_id, CLIP_FRACTION)} == {0.0}
+
+
+def test_artifacts(finished, client):
+    paths = artifact_paths(client, finished.run_id)
+    assert {"spec.toml", "stats/record.npz", "model/weights.npz", "model/spec.toml"} <= paths
+    assert any(p.startswith("plots/") and p.endswith(".png") for p in paths)
+    # the artifacts live beside the store, inside the temporary folder
+    root = Path(client.tracking_uri[len("sqlite:///"):]).parent / "mlruns"
+    assert client.get_run(finished.run_id).info.artifact_uri.startswith(root.as_uri())
+
+
+def test_spec_artifact_reproduces_the_spec(finished, client, tmp_path):
+    local = client.download_artifacts(finished.run_id, "spec.toml", str(tmp_path))
+    assert load_spec(local) == finished.run.spec
+
+
+def test_stats_artifact_is_the_full_record(finished, store):
+    record = load_run_record(finished.run_id, store)
+    live = finished.run.record
+    assert np.array_equal(record.steps, live.steps) and record.layers == live.layers
+    np.testing.assert_array_equal(record.layer("grad_norm"), live.layer("grad_norm"))
+
+
+def test_reloaded_model_predicts_identically(finished, store):
+    X = finished.run.data.X_test
+    model = workbench.load_model(finished.run_id, tracking_uri=store)
+    assert np.array_equal(model.predict(X), finished.run.model.predict(X))
+
+
+def test_load_model_reads_the_environment_uri(finished, store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    X = finished.run.data.X_val
+    assert np.array_equal(workbench.load_model(finished.run_id).predict(X), finished.run.model.predict(X))
+
+
+def test_load_model_of_unknown_run_is_a_user_error(store):
+    from workbench.errors import UserError
+
+    with pytest.raises(UserError, match="no MLflow run"):
+        workbench.load_model("0" * 32, store)
+
+
+def test_verdict_tag_and_diagnosis(finished, client):
+    tracker = RunTracker(finished.run.spec, tracking_uri=client.tracking_uri)
+    tracker.client, tracker.run_id = client, finished.run_id
+    tracker.set_verdict("healthy", {"verdict": "healthy", "findings": []})
+    run = client.get_run(finished.run_id)
+    assert run.data.tags["workbench.verdict"] == "healthy"
+    assert "diagnosis.json" in artifact_paths(client, finished.run_id)
+
+
+# -- failed runs ----------------------------------------------------------------------------------
+def test_divergence_is_failed_with_reason_and_everything_logged(store, client):
+    outcome = execute(small_spec(*DIVERGE), tracking_uri=store)
+    assert outcome.status == "FAILED" and outcome.exit_code == 1
+    run = client.get_run(outcome.run_id)
+    assert run.info.status == "FAILED"
+    assert "non-finite" in run.data.tags["workbench.status_reason"]
+    record = outcome.run.record
+    assert metric_steps(client, outcome.run_id, "grad_norm/dense1") == [int(s) for s in record.steps if s % 5 == 0]
+    assert {"stats/record.npz", "model/weights.npz", "spec.toml"} <= artifact_paths(client, outcome.run_id)
+
+
+class Boom(Hook):
+    def on_after_update(self, trainer):
+        if trainer.step == 50:
+            raise RuntimeError("boom at step 50")
+
+
+def test_exception_is_failed_with_reason_and_reraised(store, client):
+    spec = small_spec()
+    with pytest.raises(RuntimeError, match="boom"):
+        execute(spec, tracking_uri=store, hooks=(Boom(),), tracker_options={"run_name": "boom"})
+    run = client.search_runs([ensure_experiment(client, spec.name)], "tags.mlflow.runName = 'boom'")[0]
+    assert run.info.status == "FAILED"
+    assert run.data.tags["workbench.status_reason"] == "RuntimeError: boom at step 50"
+    assert metric_steps(client, run.info.run_id, "grad_norm/dense1") == list(range(0, 50, 5))  # steps 0..49 ran
+    assert metric_steps(client, run.info.run_id, "epoch") == [36]  # the first epoch completed
+    assert "stats/record.npz" in artifact_paths(client, run.info.run_id)
+
+
+def test_finish_warns_instead_of_hiding_the_error(store, client, capsys):
+    """A store that fails while saving must not replace the training error with its own."""
+    from workbench.runner import build_run
+
+    spec = small_spec()
+    run = build_run(spec, hooks=(Boom(),))
+    tracker = RunTracker(spec, tracking_uri=store)
+    tracker.start(run)
+    with pytest.raises(RuntimeError, match="boom"):
+        run.trainer.fit()
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    tracker.client.log_artifacts = disk_full  # the artifact store fails while the run is saved
+    assert tracker.finish(run, None, "FAILED", "RuntimeError: boom at step 50") is None
+    assert "could not log the model to MLflow: OSError: disk full" in capsys.readouterr().err
+    finished = client.get_run(tracker.run_id)
+    assert finished.info.status == "FAILED" and len(client.get_metric_history(tracker.run_id, "epoch")) == 1
+
+
+# -- an interrupted run (a real `workbench run` process) ------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_run_is_killed_and_flushed(tmp_path, sig):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri}
+    env.pop("WORKBENCH_PROGRESS", None)
+    args = [sys.executable, "-m", "workbench", "run", str(SPEC), "--json", "--quiet"]
+    for override in [*SMALL, "training.epochs=500"]:
+        args += ["--set", override]
+    client = MlflowClient(uri)
+    client.search_experiments()  # create the store's tables here, not concurrently with the run
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id, seen = wait_for_live_epochs(client, proc, epochs=2)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert out == "" and "interrupted" in err
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    epochs = metric_steps(client, run_id, "epoch")
+    assert len(epochs) >= seen and len(epochs) < 500
+    record = load_run_record(run_id, uri)
+    assert record.last_step >= epochs[-1] - 1
+    assert metric_steps(client, run_id, "grad_norm/dense1") == [int(s) for s in record.steps if s % 5 == 0]
+    assert {"model/weights.npz", "spec.toml"} <= artifact_paths(client, run_id)
+    assert (tmp_path / "mlruns").is_dir()
+
+
+def wait_for_live_epochs(client, proc, epochs: int, timeout: float = 180.0) -> tuple[str, int]:
+    """Wait until the running process has logged `epochs` epoch metrics (live, while it trains)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        if runs:
+            seen = len(client.get_metric_history(runs[0].info.run_id, "epoch"))
+            if seen >= epochs:
+                return runs[0].info.run_id, seen
+        time.sleep(0.5)
+    raise AssertionError("the run logged no epochs in time")
+
+
+# -- pieces ---------------------------------------------------------------------------------------
+def test_metric_logger_sends_chunks_and_non_finite_values(store, client):
+    run_id = client.create_run(ensure_experiment(client, "logger")).info.run_id
+    logger = MetricLogger(client, run_id)
+    values = np.arange(2500, dtype=np.float64).reshape(1250, 2)
+    values[7, 0], values[8, 0] = np.nan, np.inf
+    logger.put(MetricBlock(("a", "b"), values, np.arange(1250), int(time.time() * 1000)))
+    logger.log({"c": 1.5}, step=3)
+    assert logger.close(timeout=120)
+    assert logger.sent == 2501 and logger.dropped == 0
+    history = {m.step: m.value for m in client.get_metric_history(run_id, "a")}
+    assert len(history) == 1250 and np.isnan(history[7]) and history[8] > 1e300 and history[9] == 18.0
+    assert len(client.get_metric_history(run_id, "b")) == 1250
+
+
+def test_tracker_options_parent_name_tags_experiment(store, client):
+    parent = client.create_run(ensure_experiment(client, "study")).info.run_id
+    outcome = execute(small_spec("training.epochs=1"), tracking_uri=store, tracker_options={
+        "experiment_name": "study", "parent_run_id": parent, "run_name": "trial-0", "tags": {"trial": 0}})
+    run = client.get_run(outcome.run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "study"
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["mlflow.runName"] == "trial-0" and run.info.run_name == "trial-0"
+    assert run.data.tags["trial"] == "0"
+
+
+def test_ensure_experiment_is_race_safe(store):
+    ids, errors = [], []
+
+    def create():
+        try:
+            ids.append(ensure_experiment(MlflowClient(store), "raced"))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(ids)) == 1 and len(ids) == 4
+
+
+def test_deleted_experiment_is_a_user_error(store, client):
+    from workbench.errors import UserError
+
+    client.delete_experiment(ensure_experiment(client, "gone"))
+    with pytest.raises(UserError, match="was deleted"):
+        ensure_experiment(client, "gone")
+
+
+def test_resolve_tracking_uri(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_tracking_uri("sqlite:///x.db") == f"sqlite:///{tmp_path / 'x.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri() == "http://127.0.0.1:5000"
+    assert resolve_tracking_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"

@@ -1,0 +1,48 @@
+"""Opening a tracking store and finding (or creating) an experiment by name, race-safe."""
+
+from __future__ import annotations
+
+import re
+
+from workbench.errors import UserError
+from workbench.tracking.uri import artifact_root, resolve_tracking_uri
+
+
+def open_client(tracking_uri: str | None = None):
+    """An `MlflowClient` on the resolved URI (no fluent, process-global state is touched)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+
+
+def experiment_folder(name: str) -> str:
+    """A folder name for an experiment's artifacts: its name with path-unsafe characters replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
+
+
+def ensure_experiment(client, name: str) -> str:
+    """The id of experiment `name`, created when missing; safe when processes race to create it.
+
+    On a local SQLite store a new experiment keeps its artifacts in `<db folder>/mlruns/<name>`
+    (see `workbench.tracking.uri`); elsewhere the store's or server's default applies.
+    """
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        root = artifact_root(client.tracking_uri)
+        location = (root / experiment_folder(name)).as_uri() if root is not None else None
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)  # another process created it first
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise UserError(
+            f"MLflow experiment '{name}' was deleted in {client.tracking_uri}: restore it "
+            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or set another name"
+        )
+    return experiment.experiment_id

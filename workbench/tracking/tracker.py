@@ -1,0 +1,337 @@
+"""`RunTracker`: one MLflow run per training run, as a hook plus `start` / `finish`.
+
+    tracker = RunTracker(spec, tracking_uri=None, experiment_name=None, parent_run_id=None)
+    tracker.start(run)                    # create the run, log params, tags, spec.toml; hook in
+    result = run.trainer.fit()
+    tracker.finish(run, result, result.status, result.reason)   # flush, artifacts, true status
+
+Only `MlflowClient` is used (no fluent active run), so several trackers can live in
+one process (a study's trials). Metrics leave the training thread as blocks of
+numbers, sent by a `MetricLogger` thread with `log_batch`:
+
+- per epoch, at step = global step: `epoch`, `train/loss`, `val/loss`, `val/accuracy` or `val/r2`;
+- at the end: `test/*`;
+- from the statistics record, rows whose step is a multiple of `monitor.log_every`:
+  `<stat>/<layer>` for the `LAYER_METRICS`, `grad_norm/global` and `clip/fraction`
+  (the running fraction of recorded steps where clipping fired).
+  Non-finite values are logged as they are (MLflow stores NaN; it clamps +-inf to
+  +-1.8e308). The full-resolution record is the `stats/` artifact.
+
+`finish` never raises over the error that ended training: every step of it is
+attempted, and a step that fails prints a warning on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import UserError
+from workbench.tracking import artifacts
+from workbench.tracking.experiments import ensure_experiment, open_client
+from workbench.tracking.uri import resolve_tracking_uri
+from workbench.tracking.metric_logger import MetricBlock, MetricLogger
+from workbench.training import KILLED, Hook
+
+# Per-layer statistics shown in the MLflow UI as `<stat>/<layer>` (the record holds more).
+LAYER_METRICS = ("grad_norm", "weight_norm", "update_ratio", "backprop_norm", "act_std", "dead_frac", "sat_frac")
+HIDDEN_ONLY = ("dead_frac", "sat_frac")  # undefined (NaN) for the output layer: not logged there
+GLOBAL_METRICS = {"grad_norm_global": "grad_norm/global"}
+CLIP_FRACTION = "clip/fraction"
+PULL_INTERVAL_S = 2.0  # within an epoch, hand new record rows to the sender at most this often
+MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch call
+
+TAG_VERSION, TAG_DATASET, TAG_MODEL = "workbench.version", "workbench.dataset", "workbench.model"
+TAG_VERDICT, TAG_STATUS_REASON, TAG_SPEC_PATH = "workbench.verdict", "workbench.status_reason", "workbench.spec_path"
+TAG_RUN_NAME, TAG_PARENT = "mlflow.runName", "mlflow.parentRunId"
+MAX_TAG_CHARS = 5000  # MLflow accepts 8000; keep long exception messages readable
+
+
+def param_value(value: Any) -> str:
+    """A spec value as an MLflow param, written as a TOML value (`--set key=value` accepts it back)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(param_value(v) for v in value) + "]"
+    return str(value)
+
+
+def spec_params(spec) -> dict[str, str]:
+    """The flattened spec as params; None (absent optional keys) is skipped."""
+    return {key: param_value(value) for key, value in spec.flatten().items() if value is not None}
+
+
+def workbench_version() -> str:
+    try:
+        from workbench import __version__
+
+        return __version__
+    except ImportError:
+        return "unknown"
+
+
+class RunTracker(Hook):
+    """Logs one training run to MLflow; `start` before `fit`, `finish` after it (any outcome)."""
+
+    priority = 50  # after the monitor (-30) and early stopping (-5) at each point
+
+    def __init__(
+        self,
+        spec,
+        *,
+        tracking_uri: str | None = None,
+        spec_path: str | None = None,
+        experiment_name: str | None = None,
+        parent_run_id: str | None = None,
+        run_name: str | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.tracking_uri = tracking_uri
+        self.spec_path = spec_path
+        self.experiment_name = experiment_name or spec.name
+        self.parent_run_id = parent_run_id
+        self.run_name = run_name
+        self.extra_tags = dict(tags or {})
+        self.log_every = int(spec.monitor.log_every)
+        self.client = None
+        self.experiment_id: str | None = None
+        self.run_id: str | None = None
+        self.verdict: str | None = None
+        self.metrics: MetricLogger | None = None
+        self._run = None
+        self._handles: list = []
+        self._gradients = None  # a workbench.plots.GradientSnapshot, for the gradient histograms
+        self._cursor = -1  # last record step handed to the sender
+        self._clip_count = 0.0  # clipped steps among the rows handed over so far
+        self._clip_rows = 0
+        self._next_pull = 0.0
+        self._finished = False
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self, run) -> str:
+        """Create the MLflow run (params, tags, spec.toml), start the sender and hook into the trainer."""
+        from mlflow.entities import Param
+
+        uri = resolve_tracking_uri(self.tracking_uri)
+        try:  # connecting: any failure here is a store the user named that does not work
+            self.client = open_client(uri)
+            self.experiment_id = ensure_experiment(self.client, self.experiment_name)
+            created = self.client.create_run(self.experiment_id, tags=self._start_tags(run), run_name=self.run_name)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and HTTP errors alike
+            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"cannot log to MLflow at {uri}: {message} "
+                            "(check --tracking-uri or MLFLOW_TRACKING_URI, or use --no-track)") from exc
+        self.tracking_uri = uri
+        self.run_id = created.info.run_id
+        try:
+            params = [Param(k, v) for k, v in spec_params(self.spec).items()]
+            for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
+                self.client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS_PER_BATCH], synchronous=True)
+            artifacts.log_spec(self.client, self.run_id, self.spec)
+            self.metrics = MetricLogger(self.client, self.run_id)
+            self._run = run
+            self._handles.append(run.trainer.register(self))
+            self._gradients = _gradient_snapshot()
+            if self._gradients is not None:
+                self._handles.append(run.trainer.register(self._gradients))
+        except BaseException as exc:
+            status = KILLED if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            _attempt("the status reason", self.client.set_tag, self.run_id, TAG_STATUS_REASON,
+                     _short(f"tracking setup: {type(exc).__name__}: {exc}"))
+            _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
+            raise
+        return self.run_id
+
+    def finish(self, run, result, status: str, reason: str | None = None) -> str | None:
+        """Flush metrics, upload record, model and plots, tag the reason, set the status; returns the verdict.
+
+        Never raises an exception of its own (failures become warnings on stderr); a second
+        interrupt while saving abandons the saving and marks the run KILLED.
+        """
+        if self.run_id is None or self._finished:
+            return self.verdict
+        self._finished = True
+        try:
+            with _interrupts_deferred():
+                self._finish(run, result, status, reason)
+        except KeyboardInterrupt:
+            _warn("interrupted again: run saved only in part")
+            with contextlib.suppress(Exception):
+                self.client.set_terminated(self.run_id, KILLED)
+            raise
+        return self.verdict
+
+    def _finish(self, run, result, status: str, reason: str | None) -> None:
+        run = run if run is not None else self._run
+        for handle in self._handles:
+            handle.remove()
+        record = run.record if run is not None else None
+        _attempt("the last statistics", self._pull, record, True)
+        if result is not None and self.metrics is not None:
+            test = {k: v for k, v in result.metrics.items() if k.startswith("test/")}
+            _attempt("the test metrics", self.metrics.log, test, run.trainer.step)
+        if self.metrics is not None:
+            _attempt("the queued metrics", self.metrics.close)
+            if self.metrics.dropped:
+                _warn(f"{self.metrics.dropped} metric values were not logged: {self.metrics.error!r}")
+        if run is not None:
+            if record is not None:
+                _attempt("the statistics record", artifacts.log_record, self.client, self.run_id, record)
+            _attempt("the model", artifacts.log_model, self.client, self.run_id, run.model, self.spec)
+            _attempt("the plots", artifacts.log_plots, self.client, self.run_id,
+                     record=record, history=run.trainer.history, gradients=self._gradients)
+        if reason:
+            _attempt("the status reason", self.client.set_tag, self.run_id, TAG_STATUS_REASON, _short(reason))
+        _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
+
+    def set_verdict(self, verdict: str, diagnosis: dict | None = None) -> None:
+        """Tag the run's `workbench.verdict` (and log `diagnosis.json`); `finish` returns the verdict."""
+        self.verdict = verdict
+        if self.run_id is not None:
+            self.client.set_tag(self.run_id, TAG_VERDICT, verdict)
+            if diagnosis is not None:
+                artifacts.log_diagnosis(self.client, self.run_id, diagnosis)
+
+    def _start_tags(self, run) -> dict[str, str]:
+        tags = {TAG_VERSION: workbench_version()}
+        with contextlib.suppress(Exception):
+            tags[TAG_DATASET] = _short(run.data.summary())
+        with contextlib.suppress(Exception):
+            tags[TAG_MODEL] = _short(run.model.summary())
+        if self.spec_path:
+            tags[TAG_SPEC_PATH] = str(self.spec_path)
+        if self.run_name:
+            tags[TAG_RUN_NAME] = self.run_name
+        if self.parent_run_id:
+            tags[TAG_PARENT] = self.parent_run_id
+        tags.update({str(k): str(v) for k, v in self.extra_tags.items()})
+        return tags
+
+    # -- hook points -------------------------------------------------------------------
+    def on_after_update(self, trainer) -> None:
+        if trainer.step % self.log_every == 0 and time.monotonic() >= self._next_pull:
+            self._pull(self._run.record, False)
+
+    def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
+        self.metrics.log(logs, trainer.step)
+        self._pull(self._run.record, True)
+
+    def on_train_end(self, trainer) -> None:
+        self._pull(self._run.record, True)
+
+    # -- statistics record -> metrics -------------------------------------------------------
+    def _pull(self, record, complete: bool) -> None:
+        """Hand the record's new rows on the log cadence to the sender (all but the newest
+        row unless `complete`: within a step the newest row may still be filling)."""
+        self._next_pull = time.monotonic() + PULL_INTERVAL_S
+        if record is None or self.metrics is None or not len(record):
+            return
+        rows = record.rows_after(self._cursor)
+        stop = rows.stop if complete else rows.stop - 1
+        if stop <= rows.start:
+            return
+        rows = slice(rows.start, stop)
+        steps = record.steps[rows]
+        keep = steps % self.log_every == 0
+        clip = self._clip_fractions(record, rows)
+        if keep.any():
+            keys, columns = self._columns(record, rows, keep)
+            if clip is not None:
+                keys.append(CLIP_FRACTION)
+                columns.append(clip[keep, None])
+            if keys:
+                values = np.concatenate(columns, axis=1, dtype=np.float64)
+                self.metrics.put(MetricBlock(tuple(keys), values, steps[keep].copy(), int(time.time() * 1000)))
+        self._cursor = int(steps[-1])
+
+    def _columns(self, record, rows: slice, keep: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+        keys: list[str] = []
+        columns: list[np.ndarray] = []
+        available = set(record.layer_stats())
+        output_layer = record.layers[-1] if record.layers else None
+        for stat in LAYER_METRICS:
+            if stat not in available:
+                continue
+            block = record.layer(stat)[rows][keep]
+            for j, layer in enumerate(record.layers):
+                if stat in HIDDEN_ONLY and layer == output_layer:
+                    continue
+                keys.append(f"{stat}/{layer}")
+                columns.append(block[:, j : j + 1])
+        available = set(record.global_stats())
+        for stat, key in GLOBAL_METRICS.items():
+            if stat in available:
+                keys.append(key)
+                columns.append(record.global_(stat)[rows][keep, None])
+        return keys, columns
+
+    def _clip_fractions(self, record, rows: slice) -> np.ndarray | None:
+        """The running fraction of clipped steps at each row of `rows` (NaN rows do not count)."""
+        if "clipped" not in record.global_stats():
+            return None
+        clipped = record.global_("clipped")[rows].astype(np.float64)
+        counted = np.isfinite(clipped)
+        count = self._clip_count + np.cumsum(np.where(counted, clipped, 0.0))
+        total = self._clip_rows + np.cumsum(counted)
+        self._clip_count, self._clip_rows = float(count[-1]), int(total[-1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return count / total
+
+
+def _gradient_snapshot():
+    """The hook that keeps the last dL/dW for the plots (None while `workbench.plots` is absent)."""
+    try:
+        from workbench.plots.gradient_snapshot import GradientSnapshot
+    except ImportError:
+        return None
+    return GradientSnapshot()
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_TAG_CHARS else text[: MAX_TAG_CHARS - 3] + "..."
+
+
+def _warn(message: str) -> None:
+    print(f"workbench: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _attempt(what: str, fn, *args, **kwargs) -> None:
+    """Call `fn`; an exception becomes a warning (finish must not hide the error that ended training)."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        _warn(f"could not log {what} to MLflow: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """While saving: the first Ctrl-C or SIGTERM prints a note and is ignored, the second interrupts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    presses = []
+
+    def handler(signum, frame):
+        presses.append(signum)
+        if len(presses) == 1:
+            _warn("saving the run to MLflow; interrupt again to abandon saving")
+            return
+        raise KeyboardInterrupt
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
