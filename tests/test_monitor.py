@@ -138,6 +138,35 @@ def test_every_statistic_matches_plain_numpy(activation, batch_norm, init_scale)
         assert np.nanmax(record.layer("sat_frac")) > 0.1
 
 
+class PlainSGD:
+    """An optimizer that does not leave its step in the gradients: the monitor must snapshot W."""
+
+    def __init__(self, params, lr):
+        self.params, self._lr = params, lr
+
+    def lr(self):
+        return self._lr
+
+    def step(self, grads):
+        for key, param in self.params.items():
+            param -= self._lr * grads[key]
+
+
+@pytest.mark.parametrize("use_contract", [True, False], ids=["step-in-grads", "snapshot"])
+def test_update_ratio_is_exact_with_and_without_the_optimizer_contract(use_contract):
+    hooks = build_monitor_hooks(every=1, nan_guard=False)
+    capture = Capture()
+    trainer = tiny_trainer([*hooks, capture], optimizer="adam", lr=0.05)
+    if not use_contract:
+        trainer.optimizer = PlainSGD(trainer.model.parameters(), 0.1)
+    assert getattr(trainer.optimizer, "leaves_step_in_grads", False) is use_contract
+    trainer.fit()
+    for row, c in enumerate(capture.steps):
+        want = expected_row(trainer.model, c)
+        np.testing.assert_allclose(hooks.record.layer("update_ratio")[row], want["update_ratio"], rtol=RTOL)
+        np.testing.assert_allclose(hooks.record.layer("weight_norm")[row], want["weight_norm"], rtol=RTOL)
+
+
 def test_dead_relu_units_are_counted():
     hooks = build_monitor_hooks(every=1, nan_guard=False)
     capture = Capture()

@@ -36,8 +36,11 @@ snapshot, both block by block (`norms.CHUNK`) so each block is read from memory
 once. The values of a row reach the record in two slice assignments. Off-cadence
 steps cost a modulo. The variance comes from sum and dot (E[y^2] - E[y]^2) and
 is recomputed with `np.var` in float64 when that difference cancels.
-The snapshot is what makes `update_ratio` exact for any optimizer; it is also
-the largest cost on wide layers (two extra passes over W per recorded step).
+When the optimizer declares `leaves_step_in_grads` (workbench's own do: after
+`step()` the gradient buffer of W holds exactly p_before - p_after), the update
+norm is read from that buffer and no snapshot is taken: one pass over W and one
+over its step. Any other optimizer gets the snapshot, exact for any update rule
+but two extra passes over W per recorded step (the largest cost on wide layers).
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ class _Block:
         self.name = dense.name
         self.W, self.b = dense.params["W"], dense.params["b"]
         self.w = self.W.reshape(-1)
-        self.snap = np.empty(self.W.size, self.W.dtype)  # W before the update
+        self.step_taken = dense.grads["W"].reshape(-1)  # holds p_before - p_after once the optimizer stepped
+        self.snap = np.empty(self.W.size, self.W.dtype)  # W before the update (optimizers without the contract)
         self.scratch = np.empty(min(self.W.size, CHUNK), self.W.dtype)
         self.iW, self.ib = norms.index[f"{dense.name}.W"], norms.index[f"{dense.name}.b"]
         act = model.activation_after(dense.name)
@@ -152,6 +156,7 @@ class StatisticsMonitor(Hook):
         self.blocks = [_Block(model, layer, self.norms, trainer.batch_size) for layer in dense]
         for j, block in enumerate(self.blocks):  # where the layer's statistics go in the row's values
             block.slots = SimpleNamespace(**{name: k * n + j for k, name in enumerate(LAYER_STATS)})
+        self._step_in_grads = bool(getattr(trainer.optimizer, "leaves_step_in_grads", False))
         lr = getattr(trainer.optimizer, "lr", None)
         self._lr = lr if callable(lr) else None
         self._layer_template = [_NAN] * (len(LAYER_STATS) * n)
@@ -179,7 +184,10 @@ class StatisticsMonitor(Hook):
         self._global_values[3:5] = (norms.clipped_norm, 1.0 if norms.clipped else 0.0)
         for block in self.blocks:
             w = block.weight_norm
-            update = sqrt(squared_distance(block.w, block.snap, block.scratch))
+            if self._step_in_grads:
+                update = sqrt(float(np.dot(block.step_taken, block.step_taken)))
+            else:
+                update = sqrt(squared_distance(block.w, block.snap, block.scratch))
             values[block.slots.update_ratio] = update / w if w > 0.0 else _NAN
         self._flush()
 
@@ -240,7 +248,8 @@ class StatisticsMonitor(Hook):
             slots = block.slots
             bad = block.forward_nonfinite + norms_bad[block.iW] + norms_bad[block.ib]
             values[slots.grad_norm] = sqrt(sq[block.iW])
-            w_sq = copy_squared_norm(block.snap, block.w)
+            w = block.w
+            w_sq = float(np.dot(w, w)) if self._step_in_grads else copy_squared_norm(block.snap, w)
             if not isfinite(w_sq):  # scan W, and b with it (b shares its gradient signal dL/ds with W)
                 w_sq, count = squared_norm(block.w)
                 bad += count + _count_nonfinite(block.b)

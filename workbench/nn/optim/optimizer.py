@@ -36,7 +36,11 @@ class Optimizer:
 
     `schedule` is a callable step -> lr, or a number for a constant rate.
     `step(grads)` consumes `grads`: their arrays are overwritten with the steps taken.
+    `leaves_step_in_grads` declares that contract, so a monitor can read the update
+    p_before - p_after from the gradient buffers instead of snapshotting the weights.
     """
+
+    leaves_step_in_grads = True
 
     def __init__(self, params: Params, transform: GradientTransformation, schedule: Callable[[int], float] | float) -> None:
         self.params = params
