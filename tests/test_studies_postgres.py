@@ -1,0 +1,183 @@
+"""Many machines: workers share a PostgreSQL study and an `mlflow server`; a killed worker's trial is retried.
+
+A real PostgreSQL server (Debian's `postgresql` package) is started on 127.0.0.1 with a throwaway
+data directory (as the `postgres` user when the tests run as root), and a real `mlflow server`
+whose backend store is a database on it. Two study processes, as on two machines, share the study;
+one is SIGKILLed mid-trial, and the other fails that trial once its heartbeat is stale and retries it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+STUDY = """
+from workbench.studies import Categorical, Study
+
+study = Study(
+    name="shared", seeds=1, n_trials=6, pruner="none",
+    base={"data": {"source": "digits"}, "model": {"hidden": [64, 64, 64]}, "training": {"epochs": 10},
+          "monitor": {"every": 1}},
+    space={"model.init": Categorical(["he_normal", "xavier_normal", "orthogonal"])},
+)
+if __name__ == "__main__":
+    study.main()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_postgres_user(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the `postgres` user then."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1; yields a URL maker: url("dbname")."""
+    if not PG_BIN:
+        pytest.skip("PostgreSQL binaries not found in /usr/lib/postgresql/*/bin (apt-get install -y postgresql)")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
+    bin_dir = Path(PG_BIN[-1]).parent
+    data = Path(tempfile.mkdtemp(prefix="workbench-pg-"))
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(data, user.pw_uid, user.pw_gid)
+    port = free_port()
+    subprocess.run(as_postgres_user([str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "workbench",
+                                     "--auth=trust", "--no-sync"]), check=True, capture_output=True)
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off -c max_connections=200"
+    subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-o", options,
+                                     "-l", str(data / "log"), "-w", "start"]), check=True, capture_output=True)
+    try:
+        for name in ("studies", "mlflow"):
+            subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "workbench", name],
+                           check=True, capture_output=True)
+        yield lambda name: f"postgresql://workbench@127.0.0.1:{port}/{name}"
+    finally:
+        subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 with its backend store in PostgreSQL; stopped (whole group) at the end."""
+    tmp = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres("mlflow"),
+         "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "2"],
+        cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "w"), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        assert proc.poll() is None, f"mlflow server exited with {proc.returncode}: {(tmp / 'server.log').read_text()}"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, 180, "the mlflow server")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_two_machines_share_a_study_and_a_killed_workers_trial_is_retried(postgres, mlflow_server, tmp_path):
+    import optuna
+    from mlflow import MlflowClient
+
+    script = tmp_path / "shared_study.py"
+    script.write_text(STUDY)
+    storage = postgres("studies")
+    command = [sys.executable, str(script), "--storage", storage, "--tracking-uri", mlflow_server,
+               "--heartbeat-interval", "1", "--grace-period", "8"]
+    machines = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True) for _ in range(2)]
+    victim_proc, survivor = machines
+    try:
+        def victims_running_trial():
+            try:
+                study = optuna.load_study(study_name="shared", storage=storage)
+            except KeyError:
+                return None
+            return next((t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                         if t.user_attrs.get("worker", "").endswith(f":{victim_proc.pid}")
+                         and t.user_attrs.get("mlflow_run_id") and len(t.intermediate_values) <= 3), None)
+
+        victim = wait_until(victims_running_trial, 180, "a running trial of the first worker")
+        os.killpg(victim_proc.pid, signal.SIGKILL)
+        out, err = survivor.communicate(timeout=420)
+    finally:
+        for proc in machines:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert survivor.returncode == 0, err
+
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    assert len(trials) == 7, err  # the budget of 6 plus the retry of the lost trial
+    assert all(t.state.is_finished() for t in trials)
+    lost = next(t for t in trials if t.number == victim.number)
+    assert lost.state == optuna.trial.TrialState.FAIL
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == victim.number)
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == lost.params
+    assert {t.user_attrs["worker"].rpartition(":")[2] for t in trials} >= {str(victim_proc.pid), str(survivor.pid)}
+    assert f"trial {victim.number} lost: no heartbeat for 8 s" in err
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("shared")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("workbench.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("workbench.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 7
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    assert sorted(int(c.data.tags["workbench.trial_number"]) for c in children) == list(range(7))
+    dead = next(c for c in children if c.info.run_id == victim.user_attrs["mlflow_run_id"])
+    assert dead.info.status == "FAILED"
+    assert "no heartbeat" in dead.data.tags["workbench.status_reason"]
+    for t in trials:
+        if t.number != victim.number:
+            run = client.get_run(t.user_attrs["mlflow_run_id"])
+            assert run.info.status == "FINISHED" and run.data.tags["workbench.trial_number"] == str(t.number)

@@ -1,0 +1,54 @@
+"""The command line every study script shares: `python studies/NAME.py [options]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description=description,
+        epilog="Running the same command again resumes the study: --n-trials is the total budget, "
+               "counting the finished, pruned and failed trials already stored.",
+    )
+    p.add_argument("--n-trials", type=positive_int, help="total trial budget of the study (default: the script's)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes on this machine (BLAS threads are split so workers x threads <= cores)")
+    p.add_argument("--storage", help="Optuna storage: a journal file (default: optuna.journal beside the MLflow "
+                                     "store) or an RDB URL such as postgresql://user:password@host/db")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--seeds", type=positive_int, help="seeds per configuration (default: the script's)")
+    p.add_argument("--study-name", help="study name, also the MLflow experiment (default: the script's; "
+                                        "with --quick, NAME-quick)")
+    p.add_argument("--timeout", type=positive_float, metavar="SECONDS",
+                   help="ask for no new trial after this many seconds (running trials finish)")
+    p.add_argument("--quick", action="store_true", help="the script's quick version: fewer epochs, trials, seeds")
+    p.add_argument("--sampler-seed", type=non_negative_int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("--heartbeat-interval", type=positive_int, default=10,
+                   help="RDB storage: seconds between a worker's heartbeats (default 10)")
+    p.add_argument("--grace-period", type=positive_int, default=60,
+                   help="RDB storage: seconds without heartbeat before a trial is failed and retried (default 60)")
+    p.add_argument("--report-only", action="store_true", help="run no trial: rebuild the report from the storage")
+    p.add_argument("--quiet", action="store_true", help="no per-trial lines on stderr")
+    return p

@@ -1,0 +1,105 @@
+"""Trials lost with their worker: failed with the reason, retried, their MLflow run marked FAILED.
+
+Two ways a worker is found lost:
+- on a shared RDB, its heartbeat stops for `grace_period` seconds: Optuna's `fail_stale_trials`
+  (run by every worker before it asks for a trial) fails the trial and calls `StaleTrialHandler`;
+- on this machine, its process is gone: the main process sees a worker exit abnormally, or a
+  journal study is resumed with trials still RUNNING from a process that no longer exists
+  (`reap_lost_trials`, using the `worker` = host:pid user attribute of each trial).
+
+The retry is Optuna's `RetryHeartbeatStaleTrialCallback`: a WAITING copy of the trial (same
+params, `system_attrs["failed_trial"]`), run by the next worker that asks, at most `max_retry` times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import warnings
+
+from workbench.studies.objective import FAIL, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE
+
+
+class StaleTrialHandler:
+    """Called for a trial whose worker is gone: tag its MLflow run FAILED and queue a retry."""
+
+    def __init__(self, settings, reason: str) -> None:
+        self.settings, self.reason = settings, reason
+
+    def __call__(self, study, trial) -> None:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        max_retry = self.settings.storage.max_retry
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
+        retried = len(trial.system_attrs.get("retry_history", ())) < max_retry
+        worker = trial.user_attrs.get("worker", "unknown worker")
+        reason = f"{self.reason} (worker {worker}); " + ("retried as a new trial" if retried else
+                                                          f"not retried: lost {max_retry + 1} times")
+        print(f"workbench: trial {trial.number} lost: {reason}", file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            mark_child_failed(self.settings, trial, reason)
+
+
+def mark_child_failed(settings, trial, reason: str) -> None:
+    """The MLflow child run of a lost trial: FAILED with the reason (found by id or by tags)."""
+    from workbench.tracking import open_client
+    from workbench.tracking.tracker import TAG_STATUS_REASON
+
+    client = open_client(settings.tracking_uri)
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        experiment = client.get_experiment_by_name(settings.study_name)
+        if experiment is None:
+            return
+        runs = client.search_runs([experiment.experiment_id], max_results=5, filter_string=(
+            f"tags.`{TAG_STUDY}` = '{settings.study_name}' and tags.`{TAG_TRIAL}` = '{trial.number}' "
+            "and attributes.status = 'RUNNING'"))
+        if not runs:
+            return
+        run_id = runs[0].info.run_id
+    client.set_tag(run_id, TAG_STATUS_REASON, reason)
+    client.set_tag(run_id, TAG_TRIAL_STATE, FAIL)
+    client.set_terminated(run_id, "FAILED")
+
+
+def reap_lost_trials(optuna_study, settings, dead_pids: set[int] | None, reason: str) -> int:
+    """Fail (and retry) RUNNING trials of this machine whose worker process is gone.
+
+    `dead_pids` None: every RUNNING trial whose recorded worker pid on this host is not alive
+    (a previous invocation that crashed or was killed).
+    """
+    import optuna
+
+    host = socket.gethostname()
+    handler = StaleTrialHandler(settings, reason)
+    storage = optuna_study._storage
+    lost = 0
+    for trial in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker_host, _, pid_text = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host != host or not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if (pid not in dead_pids) if dead_pids is not None else _alive(pid):
+            continue
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        handler(optuna_study, storage.get_trial(trial._trial_id))
+        lost += 1
+    return lost
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,292 @@
+"""Workers: processes that ask the storage for trials until the budget is spent.
+
+Each worker loops: (fail stale trials) -> under the budget lock, count and ask -> run the
+trial with a heartbeat -> tell. The budget `n_trials` counts every trial in the storage
+(running, finished, pruned, failed) except a trial lost with its worker and retried: its
+retry counts instead. WAITING trials (retries, or trials enqueued by hand) always run, so a
+lost trial is redone even when the budget is spent: N trials, plus one per lost trial.
+
+`--workers K` starts K processes (multiprocessing, spawn) on this machine, each limited to
+cores // K BLAS threads. A worker that dies (SIGKILL, out of memory) is noticed here: its
+running trial is failed with the reason and retried (`lost_trials`), and a replacement
+worker is started.
+On a shared RDB, other machines' workers are covered by heartbeats instead: a worker whose
+budget is spent waits for the others' running trials, so that it can retry one whose worker
+stops beating for `grace_period` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+
+from workbench.studies.lost_trials import StaleTrialHandler, reap_lost_trials
+from workbench.studies.objective import COMPLETE, PRUNED, run_trial
+from workbench.studies.report import short_key
+from workbench.studies.storage import budget_lock, open_storage
+
+BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+WAIT_FOR_STALE_S = 2.0
+EXIT_INTERRUPTED = 130
+
+
+def worker_id() -> str:
+    """How a trial names its worker: host:pid (a lost worker's trials are found by it)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """BLAS threads per worker so that workers x threads <= cores."""
+    return max(1, cores() // max(1, workers))
+
+
+# -- Optuna pieces ---------------------------------------------------------------------------
+def build_sampler(study, settings, worker_index: int, n_existing: int):
+    """TPE or random; seeded per worker and per resume so workers do not propose the same points."""
+    import optuna
+
+    if not isinstance(study.sampler, str):
+        return study.sampler
+    seed = settings.sampler_seed * 1_000_003 + worker_index * 7919 + n_existing
+    if study.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def build_pruner(study, settings):
+    import optuna
+
+    if not isinstance(study.pruner, str):
+        return study.pruner
+    epochs = settings.base.training.epochs
+    if study.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 3))
+    if study.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs * settings.seeds, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+# -- one worker --------------------------------------------------------------------------------
+def next_trial(study, n_trials: int, deadline: float | None, heartbeat: bool):
+    """Under the budget lock: a new Trial, "wait" (others' trials may still need a retry) or None."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    if optuna.trial.TrialState.WAITING in states:
+        return study.ask()
+    if deadline is not None and time.monotonic() >= deadline:
+        return None
+    if budget_used(trials) < n_trials:
+        return study.ask()
+    if heartbeat and optuna.trial.TrialState.RUNNING in states:
+        return "wait"
+    return None
+
+
+def budget_used(trials) -> int:
+    """Trials that count against n_trials: all of them but those lost with their worker and retried."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    return sum(t.number not in retried for t in trials)
+
+
+class Heartbeat:
+    """Records the trial's heartbeat every interval in a thread (RDB storages with heartbeats)."""
+
+    def __init__(self, storage, trial_id: int) -> None:
+        self.storage, self.trial_id = storage, trial_id
+        self.stop = threading.Event()
+        interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self.thread = threading.Thread(target=self._beat, args=(interval,), daemon=True) if interval else None
+
+    def _beat(self, interval: float) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self.storage.record_heartbeat(self.trial_id)
+            if self.stop.wait(interval):
+                return
+
+    def __enter__(self):
+        if self.thread is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def work(study, settings, worker_index: int, parent_run_id: str | None, threads: int | None = None) -> int:
+    """Run trials until the budget (or timeout) is spent; returns how many this worker ran."""
+    import optuna
+    from threadpoolctl import threadpool_limits
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    limiter = threadpool_limits(limits=threads) if threads else contextlib.nullcontext()
+    stale = StaleTrialHandler(settings, f"no heartbeat for {settings.storage.grace_period} s")
+    storage = open_storage(settings.storage, stale)
+    optuna_study = optuna.load_study(study_name=settings.study_name, storage=storage,
+                                     pruner=build_pruner(study, settings))
+    optuna_study.sampler = build_sampler(study, settings, worker_index, len(optuna_study.get_trials(deepcopy=False)))
+    deadline = time.monotonic() + settings.timeout if settings.timeout else None
+    ran = 0
+    with limiter:
+        while True:
+            if settings.storage.heartbeat:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    optuna.storages.fail_stale_trials(optuna_study)
+            with budget_lock(settings.storage, settings.study_name):
+                trial = next_trial(optuna_study, settings.n_trials, deadline, settings.storage.heartbeat)
+                if isinstance(trial, optuna.Trial):
+                    trial.set_user_attr("worker", worker_id())  # before any work: a lost worker's trial is found
+            if trial is None:
+                return ran
+            if trial == "wait":
+                time.sleep(min(WAIT_FOR_STALE_S, settings.storage.heartbeat_interval))
+                continue
+            with Heartbeat(storage, trial._trial_id):
+                try:
+                    result = run_trial(trial, study, settings, parent_run_id, storage)
+                except KeyboardInterrupt:
+                    with contextlib.suppress(Exception):
+                        optuna_study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    raise
+            ran += 1
+            stop = tell(optuna_study, trial, result)
+            if not settings.quiet:
+                print(trial_line(trial, result, settings, study), file=sys.stderr, flush=True)
+            if stop:
+                return ran
+
+
+def tell(optuna_study, trial, result) -> bool:
+    """Store the trial's outcome; True when the sampler asks the study to stop (a grid is exhausted)."""
+    import optuna
+
+    state = {COMPLETE: optuna.trial.TrialState.COMPLETE, PRUNED: optuna.trial.TrialState.PRUNED}.get(
+        result.state, optuna.trial.TrialState.FAIL)
+    try:
+        optuna_study.tell(trial, result.value if result.state == COMPLETE else None, state=state)
+    except ValueError as exc:  # "Cannot tell a FAIL trial": another worker failed it (missed heartbeats)
+        print(f"workbench: warning: trial {trial.number}: {exc} (failed as stale by another worker; "
+              "its retry will run)", file=sys.stderr, flush=True)
+    except RuntimeError as exc:  # GridSampler calls study.stop(), which only works inside study.optimize;
+        if "Study.stop" not in str(exc):  # the outcome is stored before (tell saves it in a finally)
+            raise
+        return True
+    return False
+
+
+def trial_line(trial, result, settings, study) -> str:
+    params = "  ".join(f"{short_key(k, trial.params)}={_short(v)}" for k, v in trial.params.items())
+    if result.state == COMPLETE:
+        spread = f" ± {result.std:.3g}" if len(result.values) > 1 else ""
+        outcome = f"{study.metric} {result.value:.4g}{spread} over {len(result.values)} seed(s)"
+    else:
+        outcome = f"{result.state.lower()}: {result.reason}"
+    return f"trial {trial.number}  {params}  -> {outcome}  ({result.seconds:.1f} s)"
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+# -- K workers on this machine -------------------------------------------------------------------
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _worker_entry(study, settings, worker_index: int, parent_run_id: str | None, threads: int) -> None:
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        work(study, settings, worker_index, parent_run_id, threads)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def run_workers(study, settings, parent_run_id: str | None, optuna_study) -> bool:
+    """Run the workers to the end of the budget; returns True when interrupted."""
+    if settings.workers == 1:
+        try:
+            work(study, settings, 0, parent_run_id, threads_per_worker(1))
+        except KeyboardInterrupt:
+            return True
+        return False
+    threads = threads_per_worker(settings.workers)
+    context = multiprocessing.get_context("spawn")
+    saved = {name: os.environ.get(name) for name in BLAS_ENV}
+    os.environ.update({name: str(threads) for name in BLAS_ENV})  # children load BLAS with this limit
+    processes: list = []
+    replacements, next_index = settings.workers, settings.workers
+
+    def forward_sigterm(signum, frame):  # `kill MAIN` stops the workers too (Ctrl-C reaches them by itself)
+        for p in processes:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, forward_sigterm) if _main_thread() else None
+    try:
+        for index in range(settings.workers):
+            processes.append(_start(context, study, settings, index, parent_run_id, threads))
+        while any(p.is_alive() for p in processes):
+            for p in list(processes):
+                p.join(timeout=0.2)
+                if p.exitcode is None or p.exitcode in (0, EXIT_INTERRUPTED):
+                    continue
+                processes.remove(p)
+                reap_lost_trials(optuna_study, settings, {p.pid}, f"worker process died (exit code {p.exitcode})")
+                if replacements > 0 and has_work(optuna_study, settings):
+                    replacements, next_index = replacements - 1, next_index + 1
+                    processes.append(_start(context, study, settings, next_index, parent_run_id, threads))
+        interrupted = any(p.exitcode == EXIT_INTERRUPTED for p in processes)
+    except KeyboardInterrupt:  # the workers got the signal too; one saving a run ignores a first interrupt
+        for timeout, stop in ((30, "terminate"), (15, "kill"), (None, None)):
+            for p in processes:
+                p.join(timeout)
+                if stop and p.is_alive():
+                    getattr(p, stop)()
+        interrupted = True
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return interrupted
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _start(context, study, settings, index, parent_run_id, threads):
+    process = context.Process(target=_worker_entry, args=(study, settings, index, parent_run_id, threads),
+                              name=f"study-worker-{index}")
+    process.start()
+    return process
+
+
+def has_work(optuna_study, settings) -> bool:
+    import optuna
+
+    trials = optuna_study.get_trials(deepcopy=False)
+    return budget_used(trials) < settings.n_trials or any(t.state == optuna.trial.TrialState.WAITING for t in trials)
