@@ -153,13 +153,35 @@ def test_load_model_of_unknown_run_is_a_user_error(store):
         workbench.load_model("0" * 32, store)
 
 
-def test_verdict_tag_and_diagnosis(finished, client):
-    tracker = RunTracker(finished.run.spec, tracking_uri=client.tracking_uri)
-    tracker.client, tracker.run_id = client, finished.run_id
-    tracker.set_verdict("healthy", {"verdict": "healthy", "findings": []})
+def test_load_model_from_a_missing_store_is_a_user_error(tmp_path):
+    from workbench.errors import UserError
+
+    db = tmp_path / "absent.db"
+    with pytest.raises(UserError, match="no MLflow store"):
+        workbench.load_model("0" * 32, f"sqlite:///{db}")
+    assert not db.exists()  # reading never creates a store
+
+
+def test_finished_run_is_diagnosed(finished, client):
     run = client.get_run(finished.run_id)
-    assert run.data.tags["workbench.verdict"] == "healthy"
-    assert "diagnosis.json" in artifact_paths(client, finished.run_id)
+    assert finished.verdict and run.data.tags["workbench.verdict"] == finished.verdict
+    assert {"diagnosis.json", "plots/diagnosis.png"} <= artifact_paths(client, finished.run_id)
+
+
+def test_a_verdict_set_before_finish_is_kept_and_plots_can_be_skipped(store, client):
+    from workbench.runner import build_run
+
+    spec = small_spec("training.epochs=1")
+    run = build_run(spec)
+    tracker = RunTracker(spec, tracking_uri=store, plots=False)
+    tracker.start(run)
+    result = run.trainer.fit()
+    tracker.set_verdict("custom", {"verdict": "custom", "findings": []})
+    assert tracker.finish(run, result, result.status, result.reason) == "custom"
+    assert client.get_run(tracker.run_id).data.tags["workbench.verdict"] == "custom"
+    paths = artifact_paths(client, tracker.run_id)
+    assert "diagnosis.json" in paths and not any(p.startswith("plots/") for p in paths)
+    assert {"stats/record.npz", "model/weights.npz"} <= paths
 
 
 # -- failed runs ----------------------------------------------------------------------------------
@@ -207,7 +229,7 @@ def test_finish_warns_instead_of_hiding_the_error(store, client, capsys):
         raise OSError("disk full")
 
     tracker.client.log_artifacts = disk_full  # the artifact store fails while the run is saved
-    assert tracker.finish(run, None, "FAILED", "RuntimeError: boom at step 50") is None
+    tracker.finish(run, None, "FAILED", "RuntimeError: boom at step 50")  # must not raise
     assert "could not log the model to MLflow: OSError: disk full" in capsys.readouterr().err
     finished = client.get_run(tracker.run_id)
     assert finished.info.status == "FAILED" and len(client.get_metric_history(tracker.run_id, "epoch")) == 1

@@ -52,7 +52,7 @@ def handle(args: argparse.Namespace) -> int:
     if not is_loopback(args.host):
         print(f"workbench: warning: the MLflow UI has no login; listening on {args.host} lets anyone who can reach "
               f"this machine on port {args.port} read and delete your runs (MLflow answers only Host names of "
-              "localhost and private addresses unless started with --allowed-hosts)", file=sys.stderr)
+              "localhost and private addresses: set MLFLOW_SERVER_ALLOWED_HOSTS to add a name)", file=sys.stderr)
     check_port_free(args.host, args.port)
     url = f"http://{LOOPBACK if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     server = start_server(uri, args.host, args.port)

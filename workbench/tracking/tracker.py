@@ -17,8 +17,13 @@ numbers, sent by a `MetricLogger` thread with `log_batch`:
   Non-finite values are logged as they are (MLflow stores NaN; it clamps +-inf to
   +-1.8e308). The full-resolution record is the `stats/` artifact.
 
-`finish` never raises over the error that ended training: every step of it is
-attempted, and a step that fails prints a warning on stderr.
+`finish` (any outcome: FINISHED, FAILED, KILLED) drains the metrics, uploads
+`stats/`, `model/` and `plots/` (skipped with `plots=False`), runs
+`workbench.diagnose.diagnose_tracked` unless a verdict was set already (tag
+`workbench.verdict`, diagnosis.json; `finish` returns the verdict), tags
+`workbench.status_reason` and sets the status last. It never raises over the
+error that ended training: every step is attempted, a failing one prints a
+warning on stderr, and a first Ctrl-C or SIGTERM while saving is held back.
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ import numpy as np
 from workbench.errors import UserError
 from workbench.tracking import artifacts
 from workbench.tracking.experiments import ensure_experiment, open_client
-from workbench.tracking.uri import resolve_tracking_uri
 from workbench.tracking.metric_logger import MetricBlock, MetricLogger
-from workbench.training import KILLED, Hook
+from workbench.tracking.uri import resolve_tracking_uri
+from workbench.training import FAILED, KILLED, Hook
 
 # Per-layer statistics shown in the MLflow UI as `<stat>/<layer>` (the record holds more).
 LAYER_METRICS = ("grad_norm", "weight_norm", "update_ratio", "backprop_norm", "act_std", "dead_frac", "sat_frac")
@@ -91,6 +96,7 @@ class RunTracker(Hook):
         parent_run_id: str | None = None,
         run_name: str | None = None,
         tags: dict[str, Any] | None = None,
+        plots: bool = True,
     ) -> None:
         self.spec = spec
         self.tracking_uri = tracking_uri
@@ -99,6 +105,7 @@ class RunTracker(Hook):
         self.parent_run_id = parent_run_id
         self.run_name = run_name
         self.extra_tags = dict(tags or {})
+        self.plots = bool(plots)  # drawing a run's PNGs takes about a second: studies may skip it
         self.log_every = int(spec.monitor.log_every)
         self.client = None
         self.experiment_id: str | None = None
@@ -140,11 +147,11 @@ class RunTracker(Hook):
             self.metrics = MetricLogger(self.client, self.run_id)
             self._run = run
             self._handles.append(run.trainer.register(self))
-            self._gradients = _gradient_snapshot()
+            self._gradients = _gradient_snapshot() if self.plots else None
             if self._gradients is not None:
                 self._handles.append(run.trainer.register(self._gradients))
         except BaseException as exc:
-            status = KILLED if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            status = KILLED if isinstance(exc, KeyboardInterrupt) else FAILED
             _attempt("the status reason", self.client.set_tag, self.run_id, TAG_STATUS_REASON,
                      _short(f"tracking setup: {type(exc).__name__}: {exc}"))
             _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
@@ -152,7 +159,7 @@ class RunTracker(Hook):
         return self.run_id
 
     def finish(self, run, result, status: str, reason: str | None = None) -> str | None:
-        """Flush metrics, upload record, model and plots, tag the reason, set the status; returns the verdict.
+        """Tag the reason, flush metrics, upload record, model and plots, diagnose, set the status; returns the verdict.
 
         Never raises an exception of its own (failures become warnings on stderr); a second
         interrupt while saving abandons the saving and marks the run KILLED.
@@ -174,6 +181,8 @@ class RunTracker(Hook):
         run = run if run is not None else self._run
         for handle in self._handles:
             handle.remove()
+        if reason:
+            _attempt("the status reason", self.client.set_tag, self.run_id, TAG_STATUS_REASON, _short(reason))
         record = run.record if run is not None else None
         _attempt("the last statistics", self._pull, record, True)
         if result is not None and self.metrics is not None:
@@ -187,11 +196,20 @@ class RunTracker(Hook):
             if record is not None:
                 _attempt("the statistics record", artifacts.log_record, self.client, self.run_id, record)
             _attempt("the model", artifacts.log_model, self.client, self.run_id, run.model, self.spec)
-            _attempt("the plots", artifacts.log_plots, self.client, self.run_id,
-                     record=record, history=run.trainer.history, gradients=self._gradients)
-        if reason:
-            _attempt("the status reason", self.client.set_tag, self.run_id, TAG_STATUS_REASON, _short(reason))
+            if self.plots:
+                _attempt("the plots", artifacts.log_plots, self.client, self.run_id,
+                         record=record, history=run.trainer.history, gradients=self._gradients)
+        if record is not None and self.verdict is None:
+            _attempt("the diagnosis", self._diagnose, record)
         _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
+
+    def _diagnose(self, record) -> None:
+        """`workbench.diagnose` on the record: the verdict tag, diagnosis.json and its figure."""
+        try:
+            from workbench.diagnose import diagnose_tracked
+        except ImportError:
+            return
+        diagnose_tracked(self, record)
 
     def set_verdict(self, verdict: str, diagnosis: dict | None = None) -> None:
         """Tag the run's `workbench.verdict` (and log `diagnosis.json`); `finish` returns the verdict."""
