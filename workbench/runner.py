@@ -67,6 +67,20 @@ def make_loss(spec: Spec, data: Dataset) -> Loss:
     return Huber(spec.training.huber_delta) if cls is Huber else cls()
 
 
+MAX_PARAMETERS = 100_000_000  # a numpy MLP beyond this is out of memory or out of patience
+
+
+def _check_model_size(n_inputs: int, hidden: tuple[int, ...], n_outputs: int) -> None:
+    """Refuse a model too large to hold (model.hidden = [100000, 100000]) before allocating it."""
+    widths = (n_inputs, *hidden, n_outputs)
+    count = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+    if count > MAX_PARAMETERS:
+        raise UserError(
+            f"model.hidden = {list(hidden)} gives {count:,} parameters with {n_inputs} inputs, more than "
+            f"{MAX_PARAMETERS:,}: use narrower or fewer hidden layers"
+        )
+
+
 def seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
     """Independent streams for initialization, dropout and shuffling, all from the spec's seed."""
     init, dropout, shuffle = np.random.SeedSequence(seed).spawn(3)
@@ -81,6 +95,7 @@ def build_run(spec: Spec, *, hooks: tuple[Hook, ...] = (), data: Dataset | None 
         raise UserError(f"{data.name}: the training split is empty: lower data.test_fraction or data.val_fraction")
     init_rng, dropout_rng, shuffle_rng = seeds(spec.seed)
     m = spec.model
+    _check_model_size(data.n_features, m.hidden, loss.output_units(data.n_outputs))
     arch = Architecture(
         n_inputs=data.n_features, n_outputs=loss.output_units(data.n_outputs), hidden=tuple(m.hidden),
         activation=m.activation, batch_norm=m.batch_norm, dropout=m.dropout, dtype=spec.dtype,
@@ -105,7 +120,8 @@ def build_run(spec: Spec, *, hooks: tuple[Hook, ...] = (), data: Dataset | None 
             baseline=es.baseline, restore_best_weights=es.restore_best_weights, start_from_epoch=es.start_from_epoch,
         ),
     )
-    trainer = Trainer(model, loss, optimizer, data, epochs=t.epochs, batch_size=t.batch_size,
+    # a batch larger than the training split is the whole split (and must not size buffers by the request)
+    trainer = Trainer(model, loss, optimizer, data, epochs=t.epochs, batch_size=min(t.batch_size, len(data.X_train)),
                       shuffle=t.shuffle, rng=shuffle_rng)
     all_hooks = [*monitor_hooks, *hooks]
     for hook in all_hooks:

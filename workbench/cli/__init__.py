@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError as exc:  # a run already started was closed as FAILED by execute()
+        detail = " ".join(str(exc).split()) or "MemoryError"
+        print(f"workbench: error: out of memory ({detail}): use a smaller data set, model or batch", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def load_csv(options: SourceOptions) -> RawData:
         row, column = _first_non_number(features, missing)
         raise UserError(
             f"{origin}: column '{feature_names[column]}' is not numeric: line {lines[row]} holds "
-            f"{features[row, column]!r}: encode it as numbers or drop the column"
+            f"{str(features[row, column])!r}: encode it as numbers or drop the column"
         ) from None
     if missing.any():
         column = int(np.flatnonzero(missing.any(axis=0))[0])

@@ -59,7 +59,7 @@ def _check_options(
         ("test_fraction", test_fraction, 0 < test_fraction < 1, "between 0 and 1 (exclusive)"),
         ("val_fraction", val_fraction, 0 <= val_fraction < 1, "in [0, 1)"),
         ("noise", options.noise, options.noise >= 0, ">= 0"),
-        ("seed", options.seed, options.seed >= 0, ">= 0"),
+        ("seed", options.seed, 0 <= options.seed <= 2**32 - 1, ">= 0 and <= 4294967295"),
         ("n_samples", options.n_samples, options.n_samples >= 10, ">= 10"),
         ("n_features", options.n_features, options.n_features >= 1, ">= 1"),
         ("n_classes", options.n_classes, options.n_classes >= 2, ">= 2"),

@@ -44,7 +44,10 @@ def _parse_idx(path: Path) -> tuple[int, np.ndarray]:
     """(magic, array) of one IDX file, with its header checked against the file size."""
     data = _decompress(read_bytes(path), path)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES or data[3] == 0:
-        raise UserError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'missing'})")
+        raise UserError(
+            f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'missing'}): "
+            "the file is corrupt or not MNIST: download it again"
+        )
     magic, ndim = int.from_bytes(data[:4], "big"), data[3]
     header = 4 + 4 * ndim
     if len(data) < header:

@@ -87,9 +87,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise UserError(f"{path} is not UTF-8 text (bad byte at offset {error.start}): save it as UTF-8") from None
     try:
-        return tomllib.loads(text)
+        document = tomllib.loads(text)
     except (ValueError, RecursionError) as error:
         raise UserError(_toml_error(path, text, error)) from None
+    if not document:  # an empty (or comments-only) file is a mistake, not "all defaults"
+        raise UserError(
+            f"{path}: the spec is empty (no keys): write at least name = \"my-experiment\" "
+            "or start from a copy of experiments/digits_mlp.toml"
+        )
+    return document
 
 
 def _toml_error(path: Path, text: str, error: BaseException) -> str:

@@ -44,6 +44,12 @@ REGRESSION_SOURCES = ("diabetes", "regression")
 SYNTHETIC_SOURCES = ("moons", "circles", "spirals", "classification", "regression")
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 
+# Upper bounds that turn a typo (an extra zero or three) into a spec error instead of an
+# out-of-memory crash: synthetic data sets up to a million rows of ten thousand features.
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state range
+MAX_SAMPLES = 1_000_000
+MAX_FEATURES = 10_000
+
 SECTIONS = ("data", "model", "optimizer", "training", "clipping", "early_stopping", "monitor")
 
 
@@ -80,7 +86,10 @@ class Field:
 F = Field
 FIELDS: tuple[Field, ...] = (
     F("name", str, "workbench", NonEmpty(), "MLflow experiment name"),
-    F("seed", int, 0, at_least(0), "seed of every random generator of the run"),
+    F(
+        "seed", int, 0, Interval(0, MAX_SEED), "seed of every random generator of the run",
+        hint="seeds are 32-bit unsigned integers (scikit-learn's random_state)",
+    ),  # fmt: skip
     F("dtype", str, "float32", Choices(DTYPE_CHOICES), "floating-point precision of arrays"),
     # data
     F("data.source", str, "digits", Choices(DATA_SOURCE_CHOICES), "dataset to train on"),
@@ -89,8 +98,8 @@ FIELDS: tuple[Field, ...] = (
     F("data.test_fraction", float, 0.25, OPEN_FRACTION, "fraction held out for test"),
     F("data.val_fraction", float, 0.15, FRACTION, "fraction of the training part for validation"),
     F("data.standardize", bool, True, None, "standardize features (fitted on the training part)"),
-    F("data.n_samples", int, 1000, at_least(10), "examples to generate (synthetic sources)"),
-    F("data.n_features", int, 20, at_least(1), "features (synthetic classification, regression)"),
+    F("data.n_samples", int, 1000, Interval(10, MAX_SAMPLES), "examples to generate (synthetic sources)"),
+    F("data.n_features", int, 20, Interval(1, MAX_FEATURES), "features (synthetic classification, regression)"),
     F("data.n_classes", int, 3, at_least(2), "classes (synthetic classification, spirals)"),
     F("data.noise", float, 0.1, NON_NEGATIVE, "noise level (synthetic sources)"),
     F("data.limit", int, None, at_least(10), "cap on the number of examples loaded", True, 1000),
