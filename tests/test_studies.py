@@ -248,7 +248,7 @@ from workbench.studies import Categorical, Study
 
 study = Study(
     name="killed", seeds=1, n_trials=4, pruner="none",
-    base={"data": {"source": "digits"}, "model": {"hidden": [64, 64, 64]}, "training": {"epochs": 8},
+    base={"data": {"source": "digits"}, "model": {"hidden": [64, 64, 64]}, "training": {"epochs": 40},
           "monitor": {"every": 1}},
     space={"model.init": Categorical(["he_normal", "xavier_normal"])},
 )
@@ -288,7 +288,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_retried_and_its_run_mark
             except KeyError:  # the study is not in the journal yet
                 return None
             return next((t for t in trials if t.state == optuna.trial.TrialState.RUNNING  # early in training:
-                         and t.user_attrs.get("mlflow_run_id") and len(t.intermediate_values) <= 2), None)  # not done
+                         and t.user_attrs.get("mlflow_run_id") and len(t.intermediate_values) <= 20), None)  # not done
 
         victim = wait_for(running_trial, 120, "a running trial")
         os.kill(int(victim.user_attrs["worker"].rpartition(":")[2]), signal.SIGKILL)

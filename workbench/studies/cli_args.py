@@ -35,6 +35,10 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=positive_int, help="total trial budget of the study (default: the script's)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="worker processes on this machine (BLAS threads are split so workers x threads <= cores)")
+    p.add_argument("--blas-threads", type=positive_int, metavar="N",
+                   help="BLAS threads per worker (default: cores // workers). The thread count can change the "
+                        "last bits of large matrix products: give the same N to runs that must agree bit for "
+                        "bit whatever their --workers")
     p.add_argument("--storage", help="Optuna storage: a journal file (default: optuna.journal beside the MLflow "
                                      "store) or an RDB URL such as postgresql://user:password@host/db")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")

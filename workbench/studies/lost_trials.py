@@ -66,11 +66,14 @@ def mark_child_failed(settings, trial, reason: str) -> None:
     client.set_terminated(run_id, "FAILED")
 
 
-def reap_lost_trials(optuna_study, settings, dead_pids: set[int] | None, reason: str) -> int:
+def reap_lost_trials(optuna_study, settings, dead_pids: set[int] | None, reason: str, *,
+                     unclaimed: bool = False) -> int:
     """Fail (and retry) RUNNING trials of this machine whose worker process is gone.
 
     `dead_pids` None: every RUNNING trial whose recorded worker pid on this host is not alive
-    (a previous invocation that crashed or was killed).
+    (a previous invocation that crashed or was killed). `unclaimed`: also a RUNNING trial with no
+    `worker` at all (its process died between asking for it and claiming it); only under the
+    budget lock, where no live worker can be in that gap.
     """
     import optuna
 
@@ -80,12 +83,16 @@ def reap_lost_trials(optuna_study, settings, dead_pids: set[int] | None, reason:
     lost = 0
     for trial in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker_host, _, pid_text = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if worker_host != host or not pid_text.isdigit():
+        if "worker" not in trial.user_attrs:
+            if not unclaimed:
+                continue
+        elif worker_host != host or not pid_text.isdigit():
             continue
-        pid = int(pid_text)
-        if (pid not in dead_pids) if dead_pids is not None else _alive(pid):
+        elif (int(pid_text) not in dead_pids) if dead_pids is not None else _alive(int(pid_text)):
             continue
-        try:
+        try:  # the reason on the Optuna trial too (trials.csv), while it can still be written
+            worker = trial.user_attrs.get("worker", "unknown worker")
+            storage.set_trial_user_attr(trial._trial_id, "failure_reason", f"{reason} (worker {worker})")
             if not storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -61,6 +61,7 @@ class Settings:
     timeout: float | None = None
     sampler_seed: int = 0
     quiet: bool = False
+    blas_threads: int | None = None  # per worker; None: cores // workers
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Study:
 
         `options` are those of `settings` (the command line's): n_trials, workers, storage,
         tracking_uri, seeds, study_name, timeout, quick, sampler_seed, heartbeat_interval,
-        grace_period, quiet.
+        grace_period, quiet, blas_threads.
         """
         return execute_study(self, self.settings(**options), report_only=report_only)
 
@@ -135,13 +136,16 @@ class Study:
     def settings(self, *, n_trials: int | None = None, workers: int = 1, storage: str | None = None,
                  tracking_uri: str | None = None, seeds: int | None = None, study_name: str | None = None,
                  timeout: float | None = None, quick: bool = False, sampler_seed: int = 0,
-                 heartbeat_interval: int = 10, grace_period: int = 60, quiet: bool = False) -> Settings:
+                 heartbeat_interval: int = 10, grace_period: int = 60, quiet: bool = False,
+                 blas_threads: int | None = None) -> Settings:
         """Validate everything the user gave (one-line UserError) before anything is created."""
         from workbench.tracking import resolve_tracking_uri
 
         self.check()
         if quick and self.quick is None:
             raise UserError(f"study {self.name} has no quick version (Study(quick=Quick(...)))")
+        if blas_threads is not None and (not isinstance(blas_threads, int) or blas_threads < 1):
+            raise UserError(f"blas_threads must be an integer >= 1, got {blas_threads!r}")
         q = self.quick if quick else None
         name = study_name or (f"{self.name}-quick" if q else self.name)
         if not NAME_PATTERN.match(name):
@@ -159,6 +163,7 @@ class Study:
             storage=resolve_storage(storage, tracking, workers=workers, heartbeat_interval=heartbeat_interval,
                                     grace_period=grace_period),
             tracking_uri=tracking, timeout=timeout, sampler_seed=sampler_seed, quiet=quiet,
+            blas_threads=blas_threads,
         )
 
     def base_spec(self) -> Spec:
@@ -217,7 +222,7 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
     from workbench.studies.parent_run import ensure_parent_run, finish_parent_run
     from workbench.studies.report import build_report
     from workbench.studies.storage import open_storage
-    from workbench.studies.workers import budget_used, cores, run_workers, threads_per_worker
+    from workbench.studies.workers import blas_threads, budget_used, cores, run_workers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(settings.storage)
@@ -226,8 +231,9 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
                                            direction=study.direction, load_if_exists=True)
         check_resumable(optuna_study, study, settings)
         parent_run_id, created = ensure_parent_run(settings, study)
-    if settings.storage.kind == "journal":  # one machine: a running trial whose process is gone was lost
-        reap_lost_trials(optuna_study, settings, None, "worker lost: its process is gone")
+        if settings.storage.kind == "journal":  # one machine: a running trial whose process is gone was lost
+            # under the lock: no worker is between asking for a trial and claiming it (user attr `worker`)
+            reap_lost_trials(optuna_study, settings, None, "worker lost: its process is gone", unclaimed=True)
     done = budget_used(optuna_study.get_trials(deepcopy=False))
     if settings.workers > cores():
         print(f"workbench: warning: {settings.workers} workers on {cores()} cores: they will share cores",
@@ -236,7 +242,7 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
         verb = "created" if created and not done else "resumed"
         todo = 0 if report_only else max(0, settings.n_trials - done)
         print(f"study {settings.study_name} {verb}: {done} of {settings.n_trials} trials stored, {todo} to run on "
-              f"{settings.workers} worker(s) x {threads_per_worker(settings.workers)} BLAS thread(s); "
+              f"{settings.workers} worker(s) x {blas_threads(settings)} BLAS thread(s); "
               f"{settings.seeds} seed(s) per trial; storage {settings.storage.shown()}; "
               f"MLflow {settings.tracking_uri} (parent run {parent_run_id})", file=sys.stderr, flush=True)
     interrupted = False if report_only else run_workers(study, settings, parent_run_id, optuna_study)

@@ -7,9 +7,11 @@ retry counts instead. WAITING trials (retries, or trials enqueued by hand) alway
 lost trial is redone even when the budget is spent: N trials, plus one per lost trial.
 
 `--workers K` starts K processes (multiprocessing, spawn) on this machine, each limited to
-cores // K BLAS threads. A worker that dies (SIGKILL, out of memory) is noticed here: its
-running trial is failed with the reason and retried (`lost_trials`), and a replacement
-worker is started.
+cores // K BLAS threads (`--blas-threads N`: N each). OpenBLAS may split a large matrix product
+differently with another thread count, which changes the last bits of the result: runs with
+different K agree bit for bit only with the same N (tests/test_determinism.py).
+A worker that dies (SIGKILL, out of memory) is noticed here: its running trial is failed
+with the reason and retried (`lost_trials`), and a replacement worker is started.
 On a shared RDB, other machines' workers are covered by heartbeats instead: a worker whose
 budget is spent waits for the others' running trials, so that it can retry one whose worker
 stops beating for `grace_period` seconds.
@@ -52,6 +54,11 @@ def cores() -> int:
 def threads_per_worker(workers: int) -> int:
     """BLAS threads per worker so that workers x threads <= cores."""
     return max(1, cores() // max(1, workers))
+
+
+def blas_threads(settings) -> int:
+    """BLAS threads per worker: `--blas-threads`, else cores // workers."""
+    return getattr(settings, "blas_threads", None) or threads_per_worker(settings.workers)
 
 
 # -- Optuna pieces ---------------------------------------------------------------------------
@@ -155,6 +162,7 @@ def work(study, settings, worker_index: int, parent_run_id: str | None, threads:
                 trial = next_trial(optuna_study, settings.n_trials, deadline, settings.storage.heartbeat)
                 if isinstance(trial, optuna.Trial):
                     trial.set_user_attr("worker", worker_id())  # before any work: a lost worker's trial is found
+                    trial.set_user_attr("blas_threads", threads)  # the last bits of large products depend on it
             if trial is None:
                 return ran
             if trial == "wait":
@@ -224,11 +232,11 @@ def run_workers(study, settings, parent_run_id: str | None, optuna_study) -> boo
     """Run the workers to the end of the budget; returns True when interrupted."""
     if settings.workers == 1:
         try:
-            work(study, settings, 0, parent_run_id, threads_per_worker(1))
+            work(study, settings, 0, parent_run_id, blas_threads(settings))
         except KeyboardInterrupt:
             return True
         return False
-    threads = threads_per_worker(settings.workers)
+    threads = blas_threads(settings)
     context = multiprocessing.get_context("spawn")
     saved = {name: os.environ.get(name) for name in BLAS_ENV}
     os.environ.update({name: str(threads) for name in BLAS_ENV})  # children load BLAS with this limit

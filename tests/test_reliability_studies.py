@@ -1,0 +1,241 @@
+"""Studies under load and under faults (issue 7): many workers on one journal and one SQLite MLflow
+store, and whole invocations SIGKILLed mid-trial then relaunched with the same command.
+
+Each study runs as a real script in a subprocess (the way users run it: `python study.py ...`),
+so that stderr of the main process and of every spawned worker is captured and the kill is a
+real SIGKILL of real processes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+
+import optuna
+import pytest
+
+# Lines on stderr that mean a storage race or a crash reached the user.
+ALARMS = re.compile(r"database is locked|OperationalError|Traceback|could not annotate|were not logged|"
+                    r"Failed to|Error:", re.IGNORECASE)
+
+STRESS_SCRIPT = """
+from workbench.studies import Float, Study
+
+study = Study(
+    name="stress", seeds=1, n_trials=100, pruner="none", sampler="random", trial_plots=False,
+    base={"data": {"source": "moons", "n_samples": 200}, "model": {"hidden": [8]},
+          "training": {"epochs": 2, "batch_size": 32}, "monitor": {"every": 1000}},
+    space={"optimizer.lr": Float(1e-3, 1e-1, log=True)},
+)
+if __name__ == "__main__":
+    study.main()
+"""
+
+KILL_SCRIPT = """
+from workbench.studies import Categorical, Study
+
+study = Study(
+    name="relaunched", seeds=1, n_trials=3, pruner="none", trial_plots=False,
+    base={"data": {"source": "digits"}, "model": {"hidden": [64, 64, 64]}, "training": {"epochs": 40},
+          "monitor": {"every": 1}},
+    space={"model.init": Categorical(["he_normal", "xavier_normal"])},
+)
+if __name__ == "__main__":
+    study.main()
+"""
+
+
+def load_trials(storage: str, name: str):
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    return optuna.load_study(study_name=name, storage=journal).get_trials(deepcopy=False)
+
+
+def study_runs(tracking_uri: str, name: str):
+    """(client, parent runs, child runs) of a study's experiment."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], max_results=5000)
+    parents = [r for r in runs if r.data.tags.get("workbench.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("workbench.role") == "trial"]
+    return client, parents, children
+
+
+def alarms(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ALARMS.search(line)]
+
+
+def script_command(tmp_path, text: str, *args: str) -> tuple[list[str], str, str]:
+    script = tmp_path / "study_script.py"
+    script.write_text(textwrap.dedent(text))
+    storage, tracking = str(tmp_path / "optuna.journal"), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return [sys.executable, str(script), "--storage", storage, "--tracking-uri", tracking, *args], storage, tracking
+
+
+def clean_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MPLBACKEND"] = "Agg"
+    return env
+
+
+# -- concurrency: 4 workers x 25 trials on one journal and one SQLite MLflow store ----------------------
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_four_workers_run_100_trials_with_100_complete_child_runs_and_no_lock_errors(tmp_path):
+    command, storage, tracking = script_command(tmp_path, STRESS_SCRIPT, "--workers", "4", "--n-trials", "100")
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=540, env=clean_env())
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert alarms(done.stderr) == [], done.stderr[-5000:]
+
+    trials = load_trials(storage, "stress")
+    assert sorted(t.number for t in trials) == list(range(100))  # exactly the budget, no duplicate number
+    assert Counter(t.state for t in trials) == {optuna.trial.TrialState.COMPLETE: 100}
+    assert len({t.user_attrs["worker"] for t in trials}) == 4  # every worker ran trials
+    trial_lines = [line for line in done.stderr.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == 100
+
+    client, parents, children = study_runs(tracking, "stress")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent_id = parents[0].info.run_id
+    assert len(children) == 100
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent_id}
+    by_number = Counter(int(c.data.tags["workbench.trial_number"]) for c in children)
+    assert sorted(by_number) == list(range(100)) and set(by_number.values()) == {1}  # one run per trial
+    assert {t.user_attrs["mlflow_run_id"] for t in trials} == {c.info.run_id for c in children}
+    lr = {t.number: t.params["optimizer.lr"] for t in trials}
+    for child in children:
+        number = int(child.data.tags["workbench.trial_number"])
+        assert child.info.status == "FINISHED", number
+        assert child.data.tags["workbench.trial_state"] == "COMPLETE"
+        assert child.data.params["trial.number"] == str(number)
+        assert float(child.data.params["optimizer.lr"]) == pytest.approx(lr[number], rel=1e-12)
+        assert child.data.params["model.hidden"] and child.data.params["training.epochs"] == "2"
+        assert {"train/loss", "val/loss", "val/accuracy", "test/accuracy", "objective/mean"} <= set(child.data.metrics)
+        for key in ("train/loss", "val/loss", "val/accuracy"):  # the whole curve, not only the last value
+            assert len(client.get_metric_history(child.info.run_id, key)) == 2, (number, key)
+        top = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"spec.toml", "stats", "model"} <= top, (number, top)
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "stats")] == ["stats/record.npz"]
+        assert "plots" not in top  # trial_plots=False
+
+
+# -- dead invocations: SIGKILL mid-trial, then the same command again -----------------------------------
+def _running_trials(storage: str, name: str, want: int):
+    """The RUNNING trials once `want` of them are early in training (their MLflow runs exist)."""
+    if not os.path.exists(storage):
+        return None
+    try:
+        trials = load_trials(storage, name)
+    except KeyError:  # the study is not in the journal yet
+        return None
+    running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("mlflow_run_id")
+               and len(t.intermediate_values) <= 20]
+    return running if len(running) >= want else None
+
+
+def _wait_for(predicate, timeout: float, what: str, process=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the study ended (exit code {process.returncode}) before {what}")
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_relaunch_after_sigkill_reports_the_stale_trials_fails_them_and_completes_the_budget(tmp_path, workers):
+    """The whole invocation (main process and its workers) is SIGKILLed while trials run; the same
+    command again names each stale trial on stderr, fails it (retried), and ends the budget."""
+    command, storage, tracking = script_command(tmp_path, KILL_SCRIPT, "--workers", str(workers))
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True, env=clean_env())
+    try:
+        victims = _wait_for(lambda: _running_trials(storage, "relaunched", workers), 180,
+                            f"{workers} running trial(s)", first)
+        os.killpg(first.pid, signal.SIGKILL)  # the main process and every worker: nobody is left to clean up
+        first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == -signal.SIGKILL
+    stale = {t.number: t for t in load_trials(storage, "relaunched") if t.state == optuna.trial.TrialState.RUNNING}
+    assert set(stale) >= {t.number for t in victims}
+
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=clean_env())
+    assert again.returncode == 0, again.stderr[-5000:]
+    assert alarms(again.stderr) == [], again.stderr[-5000:]
+    for number, trial in stale.items():  # the report names each stale trial, its worker and what happens to it
+        assert (f"workbench: trial {number} lost: worker lost: its process is gone "
+                f"(worker {trial.user_attrs['worker']}); retried as a new trial") in again.stderr
+    assert trial.user_attrs["worker"].startswith(socket.gethostname() + ":")
+
+    trials = load_trials(storage, "relaunched")
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(trials)))  # no duplicate, no gap
+    assert len(trials) == 3 + len(stale)  # the budget, plus one retry per lost trial
+    assert all(t.state.is_finished() for t in trials)
+    for number in stale:
+        lost = trials[number]
+        assert lost.state == optuna.trial.TrialState.FAIL
+        assert lost.user_attrs["failure_reason"] == (f"worker lost: its process is gone "
+                                                     f"(worker {stale[number].user_attrs['worker']})")
+        retry = [t for t in trials if t.user_attrs.get("retry_of") == number]
+        assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
+        assert retry[0].user_attrs["failure_reason"] is None  # not inherited from the lost trial
+        assert retry[0].params == lost.params
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3  # the budget, completed
+
+    _, parents, children = study_runs(tracking, "relaunched")
+    assert len(parents) == 1  # the relaunch resumed the parent run
+    assert len(children) == len(trials)
+    assert Counter(c.data.tags["workbench.trial_number"] for c in children) == Counter(map(str, numbers))
+    for number in stale:
+        dead = next(c for c in children if c.data.tags["workbench.trial_number"] == str(number))
+        assert dead.info.status == "FAILED"
+        assert "worker lost: its process is gone" in dead.data.tags["workbench.status_reason"]
+    assert all(c.info.status == "FINISHED" for c in children if int(c.data.tags["workbench.trial_number"])
+               not in stale)
+
+
+@pytest.mark.slow
+def test_a_trial_asked_for_but_never_claimed_by_a_dead_worker_is_failed_at_the_next_launch(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """The narrowest kill: after `ask` but before the worker wrote its `worker` attribute. The launch
+    reaps it under the budget lock (no live worker can be in that gap then)."""
+    from workbench.studies import Float, Study
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    storage, tracking = str(tmp_path / "optuna.journal"), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = Study(name="unclaimed", seeds=1, n_trials=2, pruner="none", sampler="random",
+                  base={"data": {"source": "moons", "n_samples": 200}, "model": {"hidden": [8]},
+                        "training": {"epochs": 2}, "monitor": {"every": 1000}},
+                  space={"optimizer.lr": Float(1e-3, 1e-1, log=True)})
+    study.run(n_trials=1, storage=storage, tracking_uri=tracking, quiet=True)
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    orphan = optuna.load_study(study_name="unclaimed", storage=journal).ask()  # RUNNING, no `worker`
+    capsys.readouterr()
+
+    result = study.run(n_trials=2, storage=storage, tracking_uri=tracking, quiet=True)
+    err = capsys.readouterr().err
+    assert (f"workbench: trial {orphan.number} lost: worker lost: its process is gone (worker unknown worker); "
+            "retried as a new trial") in err
+    trials = load_trials(storage, "unclaimed")
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                                         optuna.trial.TrialState.COMPLETE]
+    assert trials[2].user_attrs["retry_of"] == orphan.number
+    assert result.report.counts["RUNNING"] == 0
