@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.errors import UserError
 from workbench.runner import Run, build_run
 from workbench.spec import Spec
 from workbench.training import FAILED, FINISHED, KILLED, Hook
@@ -39,8 +40,9 @@ class Outcome:
 
 
 def execute(
-    spec: Spec,
+    spec: Spec | None = None,
     *,
+    resume_run_id: str | None = None,
     track: bool = True,
     tracking_uri: str | None = None,
     progress: bool = False,
@@ -48,19 +50,51 @@ def execute(
     hooks: tuple[Hook, ...] = (),
     tracker_options: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Train the run a spec describes; exceptions and interrupts propagate after the run is closed truthfully."""
+    """Train the run a spec describes; exceptions and interrupts propagate after the run is closed truthfully.
+
+    With `resume_run_id` (and no spec) the tracked run of that id continues from its last checkpoint:
+    its spec.toml is the spec, the same MLflow run is re-opened and closed with the new outcome.
+    """
+    if resume_run_id is None:
+        if spec is None:
+            raise ValueError("execute() needs a spec or a resume_run_id")
+        return _execute(spec, track=track, tracking_uri=tracking_uri, progress=progress, spec_path=spec_path,
+                        hooks=hooks, tracker_options=tracker_options)
+    if spec is not None:
+        raise UserError("--resume continues a run with the spec it was started with: give no SPEC and no --set")
+    if not track:
+        raise UserError("--resume continues a tracked run: it cannot be combined with --no-track")
+    import tempfile
+
+    from workbench.tracking.resume import fetch_resume
+
+    with tempfile.TemporaryDirectory(prefix="workbench-resume-") as tmp:
+        spec, checkpoint_dir = fetch_resume(resume_run_id, tracking_uri, tmp)
+        return _execute(spec, track=True, tracking_uri=tracking_uri, progress=progress, spec_path=None,
+                        hooks=hooks, tracker_options=tracker_options, resume=(resume_run_id, checkpoint_dir))
+
+
+def _execute(spec: Spec, *, track, tracking_uri, progress, spec_path, hooks, tracker_options,
+             resume: tuple[str, Any] | None = None) -> Outcome:
     extra = list(hooks)
     if progress:
         from workbench.progress import ProgressPrinter
 
         extra.append(ProgressPrinter())
     run = build_run(spec, hooks=tuple(extra))
+    if resume is not None:
+        from workbench.checkpoint import restore
+
+        restore(run, resume[1])
     tracker = None
     if track:
         from workbench.tracking import RunTracker
 
         tracker = RunTracker(spec, tracking_uri=tracking_uri, spec_path=spec_path, **(tracker_options or {}))
-        tracker.start(run)
+        if resume is not None:
+            tracker.resume(run, resume[0])
+        else:
+            tracker.start(run)
     try:
         result = run.trainer.fit()
     except KeyboardInterrupt:

@@ -26,7 +26,6 @@ The child run carries the tags `workbench.study`, `workbench.trial_number`, `wor
 
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 import time
@@ -112,13 +111,6 @@ def live_diagnosis_hooks(spec, stop_on: tuple[str, ...]) -> tuple[Hook, ...]:
     return (LiveDiagnosis(stop_on=stop_on, spec=spec),)
 
 
-def plot_option(plots: bool) -> dict:
-    """`plots=` for the tracker when it has that option (drawing a run's PNGs takes seconds per trial)."""
-    from workbench.tracking import RunTracker
-
-    return {"plots": plots} if "plots" in inspect.signature(RunTracker.__init__).parameters else {}
-
-
 def seed_value(outcome, metric: str) -> float | None:
     """The objective of one finished seed: the metric of the model the run ended with."""
     run = outcome.run
@@ -154,7 +146,8 @@ def run_trial(trial, study, settings, parent_run_id: str | None, storage=None) -
     tags = {TAG_STUDY: settings.study_name, TAG_ROLE: "trial", TAG_TRIAL: str(trial.number),
             TAG_SEEDS: ",".join(map(str, seeds))}
     tracker_options = dict(experiment_name=settings.study_name, parent_run_id=parent_run_id,
-                           run_name=f"trial {trial.number}", tags=tags, **plot_option(study.trial_plots))
+                           run_name=f"trial {trial.number}", tags=tags, plots=study.trial_plots,
+                           checkpoint=False)  # a lost trial is retried by Optuna, never resumed
 
     def set_run_id(run_id: str) -> None:
         result.run_id = run_id

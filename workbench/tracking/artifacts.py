@@ -5,6 +5,7 @@
     plots/*.png            the figures of `workbench.plots.save_run_plots`
     model/weights.npz      weights and architecture (`Sequential.save`), with model/spec.toml
     diagnosis.json         written by diagnosis (`RunTracker.set_verdict`)
+    checkpoint/            the last epoch end's checkpoint.npz + record.npz (`workbench.checkpoint`)
 
 Each writer stages its files in a temporary folder and uploads the folder in one call.
 """
@@ -19,6 +20,7 @@ STATS_DIR, STATS_FILE = "stats", "record.npz"
 PLOTS_DIR = "plots"
 MODEL_DIR, WEIGHTS_FILE = "model", "weights.npz"
 DIAGNOSIS_FILE = "diagnosis.json"
+CHECKPOINT_DIR = "checkpoint"
 
 
 def log_spec(client, run_id: str, spec) -> None:
@@ -55,3 +57,12 @@ def log_model(client, run_id: str, model, spec) -> None:
 
 def log_diagnosis(client, run_id: str, diagnosis: dict) -> None:
     client.log_dict(run_id, diagnosis, DIAGNOSIS_FILE)
+
+
+def log_checkpoint(client, run_id: str, directory) -> None:
+    """The files of a checkpoint folder (temporary names excluded) as `checkpoint/`."""
+    with tempfile.TemporaryDirectory(prefix="workbench-checkpoint-upload-") as tmp:
+        for path in Path(directory).iterdir():
+            if path.is_file() and not path.name.startswith("."):
+                (Path(tmp) / path.name).write_bytes(path.read_bytes())
+        client.log_artifacts(run_id, tmp, CHECKPOINT_DIR)

@@ -4,6 +4,7 @@
     tracker.start(run)                    # create the run, log params, tags, spec.toml; hook in
     result = run.trainer.fit()
     tracker.finish(run, result, result.status, result.reason)   # flush, artifacts, true status
+    tracker.resume(run, run_id)           # instead of start: continue an existing run (`execute(resume_run_id=)`)
 
 Only `MlflowClient` is used (no fluent active run), so several trackers can live in
 one process (a study's trials). Metrics leave the training thread as blocks of
@@ -18,7 +19,8 @@ numbers, sent by a `MetricLogger` thread with `log_batch`:
   +-1.8e308). The full-resolution record is the `stats/` artifact.
 
 `finish` (any outcome: FINISHED, FAILED, KILLED) drains the metrics, uploads
-`stats/`, `model/` and `plots/` (skipped with `plots=False`), runs
+`stats/`, `model/`, `plots/` (skipped with `plots=False`) and `checkpoint/` (the last
+epoch end's `workbench.checkpoint`, skipped with `checkpoint=False`), runs
 `workbench.diagnose.diagnose_tracked` unless a verdict was set already (tag
 `workbench.verdict`, diagnosis.json; `finish` returns the verdict), tags
 `workbench.status_reason` and sets the status last. It never raises over the
@@ -29,10 +31,13 @@ warning on stderr, and a first Ctrl-C or SIGTERM while saving is held back.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import sys
 import threading
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,6 +102,7 @@ class RunTracker(Hook):
         run_name: str | None = None,
         tags: dict[str, Any] | None = None,
         plots: bool = True,
+        checkpoint: bool = True,
     ) -> None:
         self.spec = spec
         self.tracking_uri = tracking_uri
@@ -106,6 +112,8 @@ class RunTracker(Hook):
         self.run_name = run_name
         self.extra_tags = dict(tags or {})
         self.plots = bool(plots)  # drawing a run's PNGs takes about a second: studies may skip it
+        self.checkpoint = bool(checkpoint)  # save a checkpoint each epoch, uploaded as `checkpoint/` at finish
+        self.checkpoint_dir: Path | None = None
         self.log_every = int(spec.monitor.log_every)
         self.client = None
         self.experiment_id: str | None = None
@@ -144,12 +152,7 @@ class RunTracker(Hook):
             for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
                 self.client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS_PER_BATCH], synchronous=True)
             artifacts.log_spec(self.client, self.run_id, self.spec)
-            self.metrics = MetricLogger(self.client, self.run_id)
-            self._run = run
-            self._handles.append(run.trainer.register(self))
-            self._gradients = _gradient_snapshot() if self.plots else None
-            if self._gradients is not None:
-                self._handles.append(run.trainer.register(self._gradients))
+            self._hook_in(run)
         except BaseException as exc:
             status = KILLED if isinstance(exc, KeyboardInterrupt) else FAILED
             _attempt("the status reason", self.client.set_tag, self.run_id, TAG_STATUS_REASON,
@@ -157,6 +160,53 @@ class RunTracker(Hook):
             _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
             raise
         return self.run_id
+
+    def resume(self, run, run_id: str) -> str:
+        """Re-open the existing MLflow run `run_id` (status RUNNING) for `run`, restored from its checkpoint.
+
+        Params, tags and spec.toml stay as the first attempt logged them; the statistics already in the
+        restored record are not sent again.
+        """
+        uri = resolve_tracking_uri(self.tracking_uri)
+        try:
+            self.client = open_client(uri)
+            info = self.client.get_run(run_id).info
+            self.client.update_run(run_id, status="RUNNING")
+        except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and HTTP errors alike
+            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"cannot resume MLflow run '{run_id}' at {uri}: {message}") from exc
+        self.tracking_uri, self.run_id, self.experiment_id = uri, run_id, info.experiment_id
+        try:
+            with contextlib.suppress(Exception):  # the reason of the attempt that stopped no longer holds
+                self.client.delete_tag(run_id, TAG_STATUS_REASON)
+            with contextlib.suppress(Exception):
+                self.client.delete_tag(run_id, TAG_VERDICT)
+            record = run.record
+            if record is not None and len(record):
+                self._cursor = int(record.steps[-1])
+                self._clip_fractions(record, slice(0, len(record)))  # the running clip fraction goes on
+            self._hook_in(run)
+        except BaseException as exc:
+            status = KILLED if isinstance(exc, KeyboardInterrupt) else FAILED
+            _attempt("the status reason", self.client.set_tag, self.run_id, TAG_STATUS_REASON,
+                     _short(f"tracking setup: {type(exc).__name__}: {exc}"))
+            _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
+            raise
+        return run_id
+
+    def _hook_in(self, run) -> None:
+        """Start the sender and register this hook, the gradient snapshot and the checkpoint hook."""
+        self.metrics = MetricLogger(self.client, self.run_id)
+        self._run = run
+        self._handles.append(run.trainer.register(self))
+        self._gradients = _gradient_snapshot() if self.plots else None
+        if self._gradients is not None:
+            self._handles.append(run.trainer.register(self._gradients))
+        if self.checkpoint:
+            from workbench.checkpoint import Checkpoint
+
+            self.checkpoint_dir = Path(tempfile.mkdtemp(prefix="workbench-checkpoint-"))
+            self._handles.append(run.trainer.register(Checkpoint(run, self.checkpoint_dir)))
 
     def finish(self, run, result, status: str, reason: str | None = None) -> str | None:
         """Tag the reason, flush metrics, upload record, model and plots, diagnose, set the status; returns the verdict.
@@ -201,7 +251,20 @@ class RunTracker(Hook):
                          record=record, history=run.trainer.history, gradients=self._gradients)
         if record is not None and self.verdict is None:
             _attempt("the diagnosis", self._diagnose, record)
+        if self.checkpoint_dir is not None:
+            _attempt("the checkpoint", self._log_checkpoint)
         _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
+
+    def _log_checkpoint(self) -> None:
+        """Upload the last epoch's checkpoint as `checkpoint/` (what `workbench run --resume` reads)."""
+        from workbench.checkpoint import has_checkpoint
+
+        directory, self.checkpoint_dir = self.checkpoint_dir, None
+        try:
+            if has_checkpoint(directory):
+                artifacts.log_checkpoint(self.client, self.run_id, directory)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _diagnose(self, record) -> None:
         """`workbench.diagnose` on the record: the verdict tag, diagnosis.json and its figure."""
