@@ -5,7 +5,8 @@ Two ways a worker is found lost:
   (run by every worker before it asks for a trial) fails the trial and calls `StaleTrialHandler`;
 - on this machine, its process is gone: the main process sees a worker exit abnormally, or a
   journal study is resumed with trials still RUNNING from a process that no longer exists
-  (`reap_lost_trials`, using the `worker` = host:pid user attribute of each trial).
+  (`reap_lost_trials`, using the `worker` = host:pid and `worker_started` user attributes of each
+  trial: a zombie or a new process that reuses the pid does not count as the worker).
 
 The retry is Optuna's `RetryHeartbeatStaleTrialCallback`: a WAITING copy of the trial (same
 params, `system_attrs["failed_trial"]`), run by the next worker that asks, at most `max_retry` times.
@@ -18,6 +19,7 @@ import os
 import socket
 import sys
 import warnings
+from pathlib import Path
 
 from workbench.studies.objective import FAIL, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE
 
@@ -88,7 +90,8 @@ def reap_lost_trials(optuna_study, settings, dead_pids: set[int] | None, reason:
                 continue
         elif worker_host != host or not pid_text.isdigit():
             continue
-        elif (int(pid_text) not in dead_pids) if dead_pids is not None else _alive(int(pid_text)):
+        elif (int(pid_text) not in dead_pids) if dead_pids is not None else \
+                _alive(int(pid_text), trial.user_attrs.get("worker_started")):
             continue
         try:  # the reason on the Optuna trial too (trials.csv), while it can still be written
             worker = trial.user_attrs.get("worker", "unknown worker")
@@ -102,7 +105,29 @@ def reap_lost_trials(optuna_study, settings, dead_pids: set[int] | None, reason:
     return lost
 
 
-def _alive(pid: int) -> bool:
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); None where unknown."""
+    stat = _proc_stat(pid)
+    return int(stat[19]) if stat is not None else None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first); None without /proc or the process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def _alive(pid: int, started: int | None = None) -> bool:
+    """Whether the worker `pid` still runs: not gone, not a zombie (an orphan whose parent, PID 1 in
+    a container, never reaps it), and not a new process that reuses the pid (its start time differs)."""
+    if Path("/proc/self/stat").exists():
+        stat = _proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            return False
+        return started is None or int(stat[19]) == int(started)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

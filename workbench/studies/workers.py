@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 
-from workbench.studies.lost_trials import StaleTrialHandler, reap_lost_trials
+from workbench.studies.lost_trials import StaleTrialHandler, process_start_ticks, reap_lost_trials
 from workbench.studies.objective import COMPLETE, PRUNED, run_trial
 from workbench.studies.report import short_key
 from workbench.studies.storage import budget_lock, open_storage
@@ -162,6 +162,7 @@ def work(study, settings, worker_index: int, parent_run_id: str | None, threads:
                 trial = next_trial(optuna_study, settings.n_trials, deadline, settings.storage.heartbeat)
                 if isinstance(trial, optuna.Trial):
                     trial.set_user_attr("worker", worker_id())  # before any work: a lost worker's trial is found
+                    trial.set_user_attr("worker_started", process_start_ticks(os.getpid()))  # tells a reused pid
                     trial.set_user_attr("blas_threads", threads)  # the last bits of large products depend on it
             if trial is None:
                 return ran
