@@ -46,33 +46,40 @@ def wait_for_health(url: str, proc: subprocess.Popen, timeout: float = 180.0) ->
     raise AssertionError(f"mlflow server did not answer on {url}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`mlflow server` proxying artifacts into a temporary folder; stopped (whole group) at the end."""
-    tmp = tmp_path_factory.mktemp("server")
-    port = free_port()
+def start_server(folder: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
-         "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
-        cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for_health(f"http://127.0.0.1:{port}", proc)
+    return proc
+
+
+def kill_server(proc: subprocess.Popen) -> None:
     try:
-        wait_for_health(url, proc)
-        yield url
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`mlflow server` proxying artifacts into a temporary folder; stopped (whole group) at the end."""
+    port = free_port()
+    proc = start_server(tmp_path_factory.mktemp("server"), port)
+    try:
+        yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        kill_server(proc)
 
 
 def test_run_logged_over_http(server, tmp_path):
@@ -115,3 +122,57 @@ def test_non_finite_values_over_http(server):
     assert logger.close(timeout=120) and logger.dropped == 0
     history = {m.step: m.value for m in client.get_metric_history(run_id, "x")}
     assert history[0] == 1.0 and np.isnan(history[1]) and history[2] > 1e300 and history[3] < -1e300
+
+
+def test_server_killed_mid_run_training_goes_on_and_sync_uploads_everything(tmp_path, monkeypatch, capfd):
+    """The server dies at the end of epoch 4 of 12: the run trains to the end, says so once, keeps what it
+    could not send in the offline folder; with the server back, `workbench sync` completes the run."""
+    from workbench.cli import main
+    from workbench.training import Hook
+
+    monkeypatch.setenv("WORKBENCH_OFFLINE_DIR", str(tmp_path / "offline"))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(tmp_path, port)
+
+    class KillServer(Hook):
+        def on_epoch_end(self, trainer, logs):
+            if trainer.epoch == 4:
+                kill_server(proc)
+
+    try:
+        spec = load_spec(SPEC, ["model.hidden=[32]", "training.epochs=12", "monitor.log_every=5",
+                                "early_stopping.enabled=false"])
+        capfd.readouterr()
+        outcome = execute(spec, tracking_uri=url, hooks=(KillServer(),))
+        err = capfd.readouterr().err
+        assert outcome.status == "FINISHED" and outcome.run.trainer.epoch == 12  # training went on to the end
+        warnings = [line for line in err.splitlines() if line.startswith("workbench:")]
+        assert len(warnings) == 1, err  # told once
+        assert "stopped answering" in warnings[0] and "workbench sync" in warnings[0]
+        spool = tmp_path / "offline" / outcome.run_id
+        assert (spool / "journal.jsonl").is_file()
+
+        proc = start_server(tmp_path, port)  # the same store, back on the same port
+        assert main(["sync"]) == 0
+        assert not spool.exists()
+        client = MlflowClient(url)
+        run = client.get_run(outcome.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["workbench.verdict"] == outcome.verdict
+        losses = client.get_metric_history(outcome.run_id, "train/loss")
+        assert [m.value for m in sorted(losses, key=lambda m: m.step)] == \
+            pytest.approx(outcome.run.trainer.history["train/loss"], rel=1e-6)  # every epoch, once
+        record = outcome.run.record
+        steps = sorted(m.step for m in client.get_metric_history(outcome.run_id, "weight_norm/dense2"))
+        assert steps == [int(s) for s in record.steps if s % 5 == 0]  # none lost, none twice
+        assert {"spec.toml", "stats", "model", "plots", "checkpoint", "diagnosis.json"} <= \
+            {f.path for f in client.list_artifacts(outcome.run_id)}
+        X = outcome.run.data.X_test
+        assert np.array_equal(workbench.load_model(outcome.run_id, url).predict(X), outcome.run.model.predict(X))
+        assert np.array_equal(load_run_record(outcome.run_id, url).steps, record.steps)
+    finally:
+        kill_server(proc)

@@ -1,4 +1,4 @@
-"""The `workbench` command: run, diagnose, ui. User errors exit 2 with one line, never a traceback."""
+"""The `workbench` command: run, diagnose, ui, sync. User errors exit 2 with one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _optional_commands() -> list:
     import importlib
 
     modules = []
-    for name in ("workbench.cli.diagnose", "workbench.cli.ui"):
+    for name in ("workbench.cli.diagnose", "workbench.cli.ui", "workbench.cli.sync"):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

@@ -10,6 +10,7 @@
 - metric_logger.py: `MetricLogger`, the background sender (log_batch, <= 1000 values a call).
 - tracker.py: `RunTracker`, the hook and the run lifecycle (params, tags, metrics, status).
 - artifacts.py: spec.toml, stats/, plots/, model/, diagnosis.json.
+- offline.py: a store that stops answering: retries with backoff, then a local spool (`workbench sync`).
 - reload.py: `load_model`, `load_run_record` from any tracking URI.
 
 Importing this package does not import mlflow; the functions that need it do.

@@ -112,7 +112,8 @@ class MetricLogger:
                 last_send = time.monotonic()
 
     def _send(self, metrics: list) -> None:
-        for delay in (*(() if self._failing else RETRY_DELAYS_S), None):
+        retry = not self._failing and not getattr(self.client, "handles_outages", False)  # a ResilientClient retries
+        for delay in (*(RETRY_DELAYS_S if retry else ()), None):
             try:
                 self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
                 self.sent += len(metrics)

@@ -46,7 +46,8 @@ from workbench.errors import UserError
 from workbench.tracking import artifacts
 from workbench.tracking.experiments import ensure_experiment, open_client
 from workbench.tracking.metric_logger import MetricBlock, MetricLogger
-from workbench.tracking.uri import resolve_tracking_uri
+from workbench.tracking.offline import ResilientClient, bound_http_retries
+from workbench.tracking.uri import is_remote, resolve_tracking_uri
 from workbench.training import FAILED, KILLED, Hook
 
 # Per-layer statistics shown in the MLflow UI as `<stat>/<layer>` (the record holds more).
@@ -135,10 +136,12 @@ class RunTracker(Hook):
         from mlflow.entities import Param
 
         uri = resolve_tracking_uri(self.tracking_uri)
+        if is_remote(uri):
+            bound_http_retries()
         try:  # connecting: any failure here is a store the user named that does not work
-            self.client = open_client(uri)
-            self.experiment_id = ensure_experiment(self.client, self.experiment_name)
-            created = self.client.create_run(self.experiment_id, tags=self._start_tags(run), run_name=self.run_name)
+            client = open_client(uri)
+            self.experiment_id = ensure_experiment(client, self.experiment_name)
+            created = client.create_run(self.experiment_id, tags=self._start_tags(run), run_name=self.run_name)
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and HTTP errors alike
@@ -147,6 +150,7 @@ class RunTracker(Hook):
                             "(check --tracking-uri or MLFLOW_TRACKING_URI, or use --no-track)") from exc
         self.tracking_uri = uri
         self.run_id = created.info.run_id
+        self.client = ResilientClient(client, self.run_id)  # an outage from here on: retries, then a local spool
         try:
             params = [Param(k, v) for k, v in spec_params(self.spec).items()]
             for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
@@ -168,10 +172,13 @@ class RunTracker(Hook):
         restored record are not sent again.
         """
         uri = resolve_tracking_uri(self.tracking_uri)
+        if is_remote(uri):
+            bound_http_retries()
         try:
-            self.client = open_client(uri)
-            info = self.client.get_run(run_id).info
-            self.client.update_run(run_id, status="RUNNING")
+            client = open_client(uri)
+            info = client.get_run(run_id).info
+            client.update_run(run_id, status="RUNNING")
+            self.client = ResilientClient(client, run_id)
         except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and HTTP errors alike
             message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"cannot resume MLflow run '{run_id}' at {uri}: {message}") from exc
@@ -254,6 +261,12 @@ class RunTracker(Hook):
         if self.checkpoint_dir is not None:
             _attempt("the checkpoint", self._log_checkpoint)
         _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
+        if self.client.offline:  # the store may be back by now: then nothing is left for `workbench sync`
+            uploaded = self.client.try_upload()
+            if uploaded is not None:
+                print(f"workbench: MLflow at {self.tracking_uri} answers again: uploaded what was kept offline "
+                      f"for run {self.run_id} ({uploaded.metric_values} metric values, "
+                      f"{uploaded.operations} operations)", file=sys.stderr, flush=True)
 
     def _log_checkpoint(self) -> None:
         """Upload the last epoch's checkpoint as `checkpoint/` (what `workbench run --resume` reads)."""

@@ -1,0 +1,152 @@
+"""A tracking store that stops answering: retries, one warning, a local spool, and `workbench sync` uploads it.
+
+The store that is down is an http:// URI where nothing listens (connection refused, at once);
+the spool is then uploaded into a real SQLite store that holds the run. The end-to-end case
+with a real `mlflow server` killed mid-run is in tests/test_tracking_server.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+
+from workbench.cli import main
+from workbench.tracking.offline import JOURNAL, PROGRESS, ResilientClient, spooled_runs, upload
+
+
+def dead_http_uri() -> str:
+    with socket.socket() as s:  # a port that was free a moment ago: connection refused
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """(client of a SQLite store with one RUNNING run, its URI, the run id); MLflow's HTTP retries off."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.setenv("WORKBENCH_OFFLINE_DIR", str(tmp_path / "offline"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("outage", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    return client, uri, run_id
+
+
+def outage_client(run_id: str, messages: list[str]) -> ResilientClient:
+    return ResilientClient(MlflowClient(dead_http_uri()), run_id, delays=(0.0, 0.0), announce=messages.append)
+
+
+def metrics(key: str, steps: range) -> list[Metric]:
+    return [Metric(key, float(s) / 10, 1_700_000_000_000 + s, s) for s in steps]
+
+
+def test_writes_during_an_outage_are_spooled_in_order_announced_once_and_uploaded_whole(store, tmp_path):
+    client, uri, run_id = store
+    messages: list[str] = []
+    resilient = outage_client(run_id, messages)
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "stats" / "record.npz").write_bytes(b"not really npz")
+    end = int(time.time() * 1000)
+    resilient.log_batch(run_id, metrics=metrics("train/loss", range(0, 1500)), params=[Param("model.hidden", "[8]")])
+    resilient.set_tag(run_id, "workbench.verdict", "healthy")
+    resilient.log_artifacts(run_id, str(tmp_path / "stats"), "stats")
+    resilient.log_text(run_id, "seed = 1\n", "spec.toml")
+    resilient.log_dict(run_id, {"verdict": "healthy"}, "diagnosis.json")
+    (tmp_path / "stats" / "record.npz").write_bytes(b"changed after logging")  # the spool kept its own copy
+    resilient.set_terminated(run_id, "FINISHED", end_time=end)
+
+    assert resilient.offline and len(messages) == 1
+    assert "stopped answering" in messages[0] and "workbench sync" in messages[0] and run_id in messages[0]
+    spool = resilient.spool.dir
+    ops = [json.loads(line)["op"] for line in (spool / JOURNAL).read_text().splitlines()]
+    assert ops == ["log_batch", "set_tag", "log_artifacts", "log_artifacts", "log_artifacts", "set_terminated"]
+    assert client.get_run(run_id).info.status == "RUNNING"  # nothing reached the store yet
+    assert (spool / "files" / "2" / "record.npz").read_bytes() == b"not really npz"
+    assert spooled_runs() == [spool]
+    with pytest.raises(MlflowException):  # uploading to the store the spool names, still down
+        upload(spool)
+    assert spool.exists() and client.get_run(run_id).info.status == "RUNNING"
+
+    report = upload(spool, uri)  # into the store that holds the run
+    assert (report.operations, report.metric_values, report.status) == (6, 1500, "FINISHED")
+    assert not spool.exists()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.end_time == end
+    assert run.data.params == {"model.hidden": "[8]"} and run.data.tags["workbench.verdict"] == "healthy"
+    history = client.get_metric_history(run_id, "train/loss")
+    assert sorted(m.step for m in history) == list(range(1500))
+    assert {a.path for a in client.list_artifacts(run_id)} == {"stats", "spec.toml", "diagnosis.json"}
+    stats = client.download_artifacts(run_id, "stats/record.npz", str(tmp_path))
+    assert open(stats, "rb").read() == b"not really npz"  # the copy taken when it was logged
+    assert json.loads(open(client.download_artifacts(run_id, "diagnosis.json", str(tmp_path))).read()) == \
+        {"verdict": "healthy"}
+
+
+def test_an_upload_cut_short_goes_on_where_it_stopped(store):
+    client, uri, run_id = store
+    resilient = outage_client(run_id, [])
+    for start in (0, 100, 200):
+        resilient.log_batch(run_id, metrics=metrics("val/loss", range(start, start + 100)))
+    resilient.set_terminated(run_id, "KILLED")
+    spool = resilient.spool.dir
+    first_op = json.loads((spool / JOURNAL).read_text().splitlines()[0])
+    MlflowClient(uri).log_batch(run_id, metrics=[Metric(*m) for m in first_op["metrics"]])  # replayed before a crash
+    (spool / PROGRESS).write_text("1")
+    with open(spool / JOURNAL, "a") as f:
+        f.write('{"op": "set_tag", "key": "cut sh')  # a line the crash cut short
+    report = upload(spool, uri)
+    assert report.operations == 3 and report.status == "KILLED"
+    steps = [m.step for m in client.get_metric_history(run_id, "val/loss")]
+    assert sorted(steps) == list(range(300))  # each value once
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_an_error_that_will_not_heal_is_raised_not_spooled(store):
+    client, uri, run_id = store
+    messages: list[str] = []
+    resilient = ResilientClient(client, run_id, delays=(0.0,), announce=messages.append)
+    resilient.log_batch(run_id, params=[Param("lr", "0.1")])
+    with pytest.raises(MlflowException) as caught:  # a param cannot change value
+        resilient.log_batch(run_id, params=[Param("lr", "0.2")])
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert not resilient.offline and messages == [] and not resilient.spool.dir.exists()
+
+
+def test_sync_command_uploads_every_spooled_run_and_says_so(store, capsys):
+    client, uri, run_id = store
+    resilient = outage_client(run_id, [])
+    resilient.log_batch(run_id, metrics=metrics("train/loss", range(10)))
+    resilient.set_terminated(run_id, "FINISHED")
+    assert main(["sync", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"run {run_id}: uploaded 10 metric values in 2 operations" in out and "status FINISHED" in out
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert main(["sync"]) == 0
+    assert "nothing to upload" in capsys.readouterr().out
+
+
+def test_sync_reports_a_store_still_down_and_keeps_the_spool(store, capsys):
+    client, uri, run_id = store
+    resilient = outage_client(run_id, [])
+    resilient.set_tag(run_id, "k", "v")
+    assert main(["sync"]) == 1  # the spool names the dead store
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"run {run_id}: could not upload" in err[0] and "workbench sync" in err[0]
+    assert resilient.spool.dir.exists()
+
+
+def test_sync_names_an_unknown_run_and_a_missing_folder(store, tmp_path, capsys):
+    client, uri, run_id = store
+    outage_client(run_id, []).set_tag(run_id, "k", "v")
+    assert main(["sync", "0123456789abcdef"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "0123456789abcdef" in err and run_id in err
+    assert main(["sync", "--dir", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err

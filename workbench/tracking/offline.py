@@ -1,0 +1,322 @@
+"""When the tracking store stops answering: retries with backoff, then a local spool that `workbench sync` uploads.
+
+A run's logging goes through `ResilientClient`, a thin layer over `MlflowClient` for the calls
+that write to one run. A call that fails for a reason that may heal (connection refused, a
+timeout, a 5xx, a locked database) is retried after `RETRY_DELAYS_S`, on top of MLflow's own
+HTTP retries, bounded here (`bound_http_retries`) so that a dead server costs seconds, not
+MLflow's default of minutes per call. When the retries run out, the client goes offline for the
+rest of the run: the user is told once, on stderr, and every later write (metrics, tags,
+artifacts, the final status) lands in order in a spool folder,
+
+    <offline dir>/<run id>/run.json        tracking URI and run id
+    <offline dir>/<run id>/journal.jsonl   one operation a line, in the order they were made
+    <offline dir>/<run id>/files/<n>/      the artifacts of operation n
+    <offline dir>/<run id>/uploaded        how many operations `upload` has replayed so far
+
+with `<offline dir>` = $WORKBENCH_OFFLINE_DIR or ./.workbench/offline. Training never waits on
+the store again. `upload` (the `workbench sync` command) replays a spool against the store,
+remembering its progress, so an upload cut short goes on where it stopped; `RunTracker.finish`
+tries it once itself in case the store is back by then. An error that will not heal (an invalid
+value, an unknown run) is raised as before: it is a bug to see, not an outage to wait out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+OFFLINE_DIR_ENV = "WORKBENCH_OFFLINE_DIR"
+DEFAULT_OFFLINE_DIR = Path(".workbench") / "offline"
+RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # between our attempts; each attempt includes MLflow's bounded HTTP retries
+# MLflow's defaults (7 retries, backoff factor 2, 120 s timeout) spend minutes on one call to a dead
+# server; these apply unless the user set the variables.
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# MLflow error codes that retrying cannot fix: raised, never spooled.
+PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+                              "INVALID_STATE", "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED",
+                              "FEATURE_DISABLED", "ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED"})
+JOURNAL, META, PROGRESS, FILES = "journal.jsonl", "run.json", "uploaded", "files"
+
+
+def offline_root(directory: str | os.PathLike | None = None) -> Path:
+    """Where spools live: `directory`, else $WORKBENCH_OFFLINE_DIR, else ./.workbench/offline."""
+    return Path(directory or os.environ.get(OFFLINE_DIR_ENV) or DEFAULT_OFFLINE_DIR).resolve()
+
+
+def bound_http_retries() -> None:
+    """Cap MLflow's per-call HTTP retries and timeout (our own backoff retries on top), unless set by the user."""
+    for key, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` may heal by waiting: anything but an MLflow error whose code says the request itself is wrong."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        return exc.error_code not in PERMANENT_ERRORS
+    return isinstance(exc, Exception)
+
+
+def first_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+class Spool:
+    """One run's writes that the store did not take, in order, on local disk."""
+
+    def __init__(self, root: Path, tracking_uri: str, run_id: str) -> None:
+        self.dir = Path(root) / run_id
+        self.tracking_uri, self.run_id = tracking_uri, run_id
+        self.operations = 0
+        self.metric_values = 0
+        self._lock = threading.Lock()
+
+    def append(self, op: dict, files: Path | None = None) -> None:
+        """Add one operation; `files` (a file or a folder) is copied in as the operation's artifacts."""
+        with self._lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            meta = self.dir / META
+            if not meta.exists():
+                meta.write_text(json.dumps({"tracking_uri": self.tracking_uri, "run_id": self.run_id}) + "\n")
+            journal = self.dir / JOURNAL
+            number = _count_lines(journal) if self.operations == 0 else self.operations
+            if files is not None:
+                target = self.dir / FILES / str(number)
+                if Path(files).is_dir():
+                    shutil.copytree(files, target, dirs_exist_ok=True)
+                else:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(files, target / Path(files).name)
+                op = {**op, "files": f"{FILES}/{number}"}
+            with journal.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(op) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            self.operations = number + 1
+            self.metric_values += len(op.get("metrics", ()))
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as f:
+        return sum(1 for _ in f)
+
+
+class ResilientClient:
+    """`MlflowClient` for writing one run: transient failures are retried, then spooled (see the module doc).
+
+    Calls it does not wrap (reads such as `get_run`) go straight to the MlflowClient.
+    """
+
+    handles_outages = True  # MetricLogger: no retries of its own on top of these
+
+    def __init__(self, client, run_id: str, *, root: str | os.PathLike | None = None,
+                 delays: tuple[float, ...] = RETRY_DELAYS_S, announce: Callable[[str], None] | None = None) -> None:
+        self.client, self.run_id, self.delays = client, run_id, tuple(delays)
+        self.tracking_uri = client.tracking_uri
+        self.spool = Spool(offline_root(root), self.tracking_uri, run_id)
+        self.offline_since: float | None = None
+        self.error: BaseException | None = None
+        self._announce = announce or _announce
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    @property
+    def offline(self) -> bool:
+        return self.offline_since is not None
+
+    # -- the writes of a run -------------------------------------------------------------------
+    def log_batch(self, run_id: str, metrics=(), params=(), tags=(), synchronous=None) -> None:
+        op = {"op": "log_batch", "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+              "params": [[p.key, p.value] for p in params], "tags": [[t.key, t.value] for t in tags]}
+        self._write(op, lambda: self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags,
+                                                      synchronous=True))
+
+    def set_tag(self, run_id: str, key: str, value: Any, synchronous=None) -> None:
+        self._write({"op": "set_tag", "key": key, "value": str(value)},
+                    lambda: self.client.set_tag(run_id, key, value))
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        self._write({"op": "delete_tag", "key": key}, lambda: self.client.delete_tag(run_id, key))
+
+    def update_run(self, run_id: str, status: str | None = None, name: str | None = None) -> None:
+        self._write({"op": "update_run", "status": status, "name": name},
+                    lambda: self.client.update_run(run_id, status=status, name=name))
+
+    def set_terminated(self, run_id: str, status: str | None = None, end_time: int | None = None) -> None:
+        end_time = end_time if end_time is not None else int(time.time() * 1000)  # the real end, not the upload's
+        self._write({"op": "set_terminated", "status": status, "end_time": end_time},
+                    lambda: self.client.set_terminated(run_id, status=status, end_time=end_time))
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+        self._write({"op": "log_artifacts", "artifact_path": artifact_path},
+                    lambda: self.client.log_artifacts(run_id, local_dir, artifact_path), files=Path(local_dir))
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        self._write({"op": "log_artifacts", "artifact_path": artifact_path},
+                    lambda: self.client.log_artifact(run_id, local_path, artifact_path), files=Path(local_path))
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self._write_file(run_id, artifact_file, lambda path: path.write_text(text, encoding="utf-8"),
+                         lambda: self.client.log_text(run_id, text, artifact_file))
+
+    def log_dict(self, run_id: str, dictionary: dict, artifact_file: str) -> None:
+        self._write_file(run_id, artifact_file,
+                         lambda path: path.write_text(json.dumps(dictionary, indent=2), encoding="utf-8"),
+                         lambda: self.client.log_dict(run_id, dictionary, artifact_file))
+
+    def _write_file(self, run_id: str, artifact_file: str, write: Callable[[Path], Any], send: Callable) -> None:
+        import tempfile
+
+        if self.offline:
+            with tempfile.TemporaryDirectory(prefix="workbench-offline-") as tmp:
+                path = Path(tmp) / Path(artifact_file).name
+                write(path)
+                parent = str(Path(artifact_file).parent)
+                self.log_artifact(run_id, str(path), None if parent == "." else parent)
+            return
+        self._write(None, send, fallback=lambda: self._write_file(run_id, artifact_file, write, send))
+
+    # -- retry, then spool ---------------------------------------------------------------------
+    def _write(self, op: dict | None, send: Callable[[], Any], files: Path | None = None,
+               fallback: Callable[[], None] | None = None) -> None:
+        if not self.offline:
+            for delay in (*self.delays, None):
+                try:
+                    send()
+                    return
+                except Exception as exc:  # noqa: BLE001 - classified: permanent ones are raised
+                    if not is_transient(exc):
+                        raise
+                    self.error = exc
+                    if delay is None or self.offline:  # another thread gave up meanwhile: no more waiting
+                        break
+                    time.sleep(delay)
+            self._go_offline()
+        if fallback is not None:
+            fallback()
+        else:
+            self.spool.append(op, files)
+
+    def _go_offline(self) -> None:
+        with self._lock:
+            if self.offline:
+                return
+            self.offline_since = time.time()
+        attempts = len(self.delays) + 1
+        self._announce(
+            f"MLflow at {self.tracking_uri} stopped answering ({first_line(self.error)}; {attempts} attempts "
+            f"over {sum(self.delays):.0f} s): training goes on, and run {self.run_id}'s metrics, tags, artifacts "
+            f"and status are kept in {self.spool.dir}; upload them with `workbench sync` once the server is back")
+
+    def try_upload(self) -> "UploadReport | None":
+        """After going offline: replay the spool if the store answers again (None when it does not)."""
+        if not self.offline or not self.spool.dir.exists():
+            return None
+        try:
+            self.client.get_run(self.run_id)
+        except Exception:  # noqa: BLE001 - still down: the spool stays for `workbench sync`
+            return None
+        return upload(self.spool.dir, self.tracking_uri)
+
+
+def _announce(message: str) -> None:
+    print(f"workbench: warning: {message}", file=sys.stderr, flush=True)
+
+
+# -- upload (workbench sync) --------------------------------------------------------------------------
+@dataclass
+class UploadReport:
+    run_id: str
+    tracking_uri: str
+    operations: int  # replayed now
+    metric_values: int
+    status: str | None  # the final status set, if the spool had one
+
+
+def spooled_runs(root: str | os.PathLike | None = None) -> list[Path]:
+    """The spool folders under `root` (oldest first)."""
+    base = offline_root(root)
+    if not base.is_dir():
+        return []
+    found = [d for d in base.iterdir() if (d / META).is_file() and (d / JOURNAL).is_file()]
+    return sorted(found, key=lambda d: (d / META).stat().st_mtime)
+
+
+def upload(directory: str | os.PathLike, tracking_uri: str | None = None) -> UploadReport:
+    """Replay the spool in `directory` against its store (or `tracking_uri`); the folder is removed when done.
+
+    Progress is saved after each operation, so a failed upload (raised) goes on from there next time.
+    """
+    from mlflow import MlflowClient
+
+    directory = Path(directory)
+    meta = json.loads((directory / META).read_text())
+    uri, run_id = tracking_uri or meta["tracking_uri"], meta["run_id"]
+    client = MlflowClient(uri)
+    progress = directory / PROGRESS
+    done = int(progress.read_text()) if progress.exists() else 0
+    report = UploadReport(run_id, uri, 0, 0, None)
+    with (directory / JOURNAL).open(encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for number, line in enumerate(lines):
+        if number < done:
+            continue
+        try:
+            op = json.loads(line)
+        except json.JSONDecodeError:  # a last line cut short by a crash while writing it
+            continue
+        _replay(client, run_id, op, directory)
+        report.operations += 1
+        report.metric_values += len(op.get("metrics", ()))
+        if op["op"] == "set_terminated":
+            report.status = op.get("status")
+        tmp = progress.with_suffix(".tmp")
+        tmp.write_text(str(number + 1))
+        tmp.replace(progress)
+    shutil.rmtree(directory, ignore_errors=True)
+    return report
+
+
+def _replay(client, run_id: str, op: dict, directory: Path) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    kind = op["op"]
+    if kind == "log_batch":
+        metrics = [Metric(k, v, t, s) for k, v, t, s in op["metrics"]]
+        params = [Param(k, v) for k, v in op["params"]]
+        tags = [RunTag(k, v) for k, v in op["tags"]]
+        for i in range(0, max(len(metrics), 1), 1000):
+            client.log_batch(run_id, metrics=metrics[i : i + 1000], params=params if i == 0 else [],
+                             tags=tags if i == 0 else [], synchronous=True)
+    elif kind == "set_tag":
+        client.set_tag(run_id, op["key"], op["value"])
+    elif kind == "delete_tag":
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.delete_tag(run_id, op["key"])
+        except MlflowException as exc:  # already absent: the aim is reached
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+    elif kind == "update_run":
+        client.update_run(run_id, status=op.get("status"), name=op.get("name"))
+    elif kind == "set_terminated":
+        client.set_terminated(run_id, status=op.get("status"), end_time=op.get("end_time"))
+    elif kind == "log_artifacts":
+        client.log_artifacts(run_id, str(directory / op["files"]), op.get("artifact_path"))
+    else:
+        raise ValueError(f"unknown operation {kind!r} in {directory / JOURNAL}")
