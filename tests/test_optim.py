@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import tracemalloc
 
@@ -513,3 +514,63 @@ def test_cosine_schedule_matches_torch():
         assert schedule(t) == pytest.approx(scheduler.get_last_lr()[0], rel=1e-9)
         reference.step()
         scheduler.step()
+
+
+# -- blocked steps: the chain on cache-sized blocks, in threads, bit for bit the plain step --------------
+BIG_SHAPES = {"dense1.W": (300, 500), "dense1.b": (500,), "dense2.W": (500, 300), "dense2.b": (300,),
+              "dense3.W": (300, 7), "dense3.b": (7,)}  # 303,607 parameters: above BLOCKED_MIN_SIZE
+
+
+def _big_params(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(shape).astype(np.float32) for k, shape in BIG_SHAPES.items()}
+
+
+def _run_steps(name: str, weight_decay: float, *, blocked: bool, threads: int | None, monkeypatch, steps: int = 4):
+    from workbench.nn.optim import optimizer as optimizer_module
+
+    with monkeypatch.context() as patch:
+        if not blocked:
+            patch.setattr(optimizer_module, "BLOCKED_MIN_SIZE", 10**12)
+        params = _big_params()
+        opt = build_optimizer(params, name, lr=0.05, weight_decay=weight_decay, schedule="cosine",
+                              steps_per_epoch=2, epochs=3)
+        opt.threads = threads
+        rng = np.random.default_rng(1)
+        grads = {k: np.empty_like(v) for k, v in params.items()}  # the same buffers every step, as a model's
+        for _ in range(steps):
+            for k, g in grads.items():
+                g[...] = rng.standard_normal(g.shape).astype(np.float32) * 0.1
+            opt.step(grads)
+        assert (opt._plan is not None and opt._plan[1] is not None) == blocked
+    return params, grads, opt.state_dict(), opt
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_blocked_steps_are_bit_identical_to_plain_ones(name, threads, monkeypatch):
+    weight_decay = 0.01
+    plain = _run_steps(name, weight_decay, blocked=False, threads=None, monkeypatch=monkeypatch)
+    blocked = _run_steps(name, weight_decay, blocked=True, threads=threads, monkeypatch=monkeypatch)
+    assert len(blocked[3]._plan[1]) == min(threads, 3)  # the blocks really were split among the threads
+    for mine, reference in zip(blocked[:3], plain[:3]):
+        assert mine.keys() == reference.keys()
+        for key in reference:
+            assert np.asarray(mine[key]).dtype == np.asarray(reference[key]).dtype, key
+            np.testing.assert_array_equal(mine[key], reference[key], err_msg=key)  # params, steps left in grads, state
+
+
+def test_a_forked_child_gets_its_own_thread_pool(monkeypatch):
+    """A pool inherited through fork has no threads in the child: the optimizer makes a new one there."""
+    params, grads, _, opt = _run_steps("momentum", 0.0, blocked=True, threads=2, monkeypatch=monkeypatch, steps=1)
+    inherited = opt._pool[1]
+    opt._pool = (-1, inherited)  # as seen from a child process: another pid made it
+    opt.step(grads)
+    assert opt._pool[0] == os.getpid() and opt._pool[1] is not inherited
+
+
+def test_small_models_take_the_plain_step_without_threads():
+    params = {"dense1.W": np.ones((64, 32), np.float32), "dense1.b": np.zeros(32, np.float32)}
+    opt = build_optimizer(params, "adam", lr=1e-3)
+    opt.step({k: np.ones_like(v) for k, v in params.items()})
+    assert opt._plan[1] is None and opt._pool is None

@@ -7,17 +7,30 @@ never rebound (the model holds the same arrays), their dtype never changes.
 The state is data: `state_dict()` is a flat dict of numpy arrays with
 npz-friendly keys ("step", "adam.count", "adam.m.dense1.W", ...), and
 `load_state_dict` on an optimizer built the same way resumes bit for bit.
+
+Blocked steps: the update is a chain of elementwise passes over every parameter
+(Adam: 13), memory-bound once the parameters outgrow the cache. From
+`BLOCKED_MIN_SIZE` parameters on, a step runs the whole chain on one block of
+`BLOCK_SIZE` elements after the other, so a block stays in cache across the
+passes, and splits the blocks among `threads` threads (numpy releases the GIL in
+its loops). Every element sees the same operations in the same order as in the
+plain step, so the result is bit for bit the same.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import numpy as np
 
 from workbench.errors import UserError
 from workbench.nn.optim.schedules import ConstantSchedule
-from workbench.nn.optim.transforms import GradientTransformation, Params, chain
+from workbench.nn.optim.transforms import GradientTransformation, Params, chain, link_names, param_slots
+
+BLOCKED_MIN_SIZE = 1 << 17  # parameters; below, blocks and threads cost more than they save
+BLOCK_SIZE = 1 << 17  # elements per block (512 KiB per float32 buffer)
 
 
 def _leaves(state: dict, prefix: str = "") -> Iterator[tuple[str, dict, str]]:
@@ -42,12 +55,16 @@ class Optimizer:
 
     leaves_step_in_grads = True
 
-    def __init__(self, params: Params, transform: GradientTransformation, schedule: Callable[[int], float] | float) -> None:
+    def __init__(self, params: Params, transform: GradientTransformation, schedule: Callable[[int], float] | float,
+                 *, threads: int | None = None) -> None:
         self.params = params
         self.transform = chain(transform)  # always a chain: state keys read "<link>.<slot>.<param>"
         self.schedule = schedule if callable(schedule) else ConstantSchedule(float(schedule))
         self.state = self.transform.init(params)
         self.step_count = 0
+        self.threads = threads  # blocked steps: None = as many as numpy's BLAS uses, at most the cores
+        self._plan: tuple | None = None  # (identity of the arrays, blocks per thread), rebuilt when they change
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid that made it, pool)
 
     def lr(self) -> float:
         """The learning rate of the next step."""
@@ -59,6 +76,10 @@ class Optimizer:
         `grads` is consumed: afterwards `grads[k]` holds the step just taken,
         lr * u = p_before - p_after (what an update-ratio monitor needs).
         """
+        groups = self._blocks(grads)
+        if groups is not None:
+            self._blocked_step(groups)
+            return
         self.transform.update(grads, self.state, self.params)
         lr = self.lr()
         for key, param in self.params.items():
@@ -66,6 +87,75 @@ class Optimizer:
             update *= lr
             param -= update
         self.step_count += 1
+
+    # -- blocked steps --------------------------------------------------------------------
+    def _blocked_step(self, groups: list[list]) -> None:
+        links = self.transform.links
+        kernels = [link.prepare(self.state[name]) for name, link in zip(link_names(links), links)]
+        lr = self.lr()
+
+        def run(blocks: list) -> None:
+            for key, grad, param, slots in blocks:
+                for kernel, link_slots in zip(kernels, slots):
+                    kernel(key, grad, link_slots, param)
+                grad *= lr
+                param -= grad
+
+        if len(groups) == 1:
+            run(groups[0])
+        else:
+            pool = self._thread_pool(len(groups) - 1)
+            futures = [pool.submit(run, group) for group in groups[1:]]
+            run(groups[0])
+            for future in futures:
+                future.result()
+        self.step_count += 1
+
+    def _blocks(self, grads: Params) -> list[list] | None:
+        """Per thread, its blocks (key, grad, param, [slots of each link]) as flat views; None for a plain step."""
+        if self.transform.links is None or any(link.prepare is None for link in self.transform.links):
+            return None
+        identity = tuple((id(grads.get(key)), id(param)) for key, param in self.params.items())
+        if self._plan is not None and self._plan[0] == identity:
+            return self._plan[1]
+        groups = self._plan_blocks(grads)
+        self._plan = (identity, groups)
+        return groups
+
+    def _plan_blocks(self, grads: Params) -> list[list] | None:
+        total = sum(param.size for param in self.params.values())
+        if total < BLOCKED_MIN_SIZE or set(grads) != set(self.params):
+            return None
+        link_states = [self.state[name] for name in link_names(self.transform.links)]
+        arrays = []
+        for key, param in self.params.items():
+            slots = [param_slots(state, key) for state in link_states]
+            every = [grads[key], param, *(a for link in slots for a in link.values())]
+            if not all(a.flags.c_contiguous and a.shape == param.shape for a in every):
+                return None  # a flat view would be a copy: blocks would update copies
+            arrays.append((key, grads[key].reshape(-1), param.reshape(-1),
+                           [{slot: a.reshape(-1) for slot, a in link.items()} for link in slots]))
+        threads = self.threads or min(_blas_threads(), _cores())  # an explicit number is taken as given
+        threads = max(1, min(threads, -(-total // BLOCK_SIZE)))
+        share = -(-total // threads)  # elements per thread, blocks cut at the shares' borders
+        groups: list[list] = [[] for _ in range(threads)]
+        offset = 0
+        for key, grad, param, slots in arrays:
+            start = 0
+            while start < grad.size:
+                thread = min(offset // share, threads - 1)
+                stop = min(grad.size, start + BLOCK_SIZE, start + (thread + 1) * share - offset)
+                groups[thread].append((key, grad[start:stop], param[start:stop],
+                                       [{slot: a[start:stop] for slot, a in link.items()} for link in slots]))
+                offset += stop - start
+                start = stop
+        return [group for group in groups if group]
+
+    def _thread_pool(self, workers: int) -> ThreadPoolExecutor:
+        pid = os.getpid()
+        if self._pool is None or self._pool[0] != pid or self._pool[1]._max_workers < workers:
+            self._pool = (pid, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="workbench-optimizer"))
+        return self._pool[1]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """A flat copy of the state: "step" and "<link>.<slot>[.<param>]" -> array (ints as int64 scalars)."""
@@ -98,3 +188,19 @@ class Optimizer:
     def __repr__(self) -> str:
         links = ", ".join(link.name for link in self.transform.links)
         return f"Optimizer(chain({links}), schedule={self.schedule!r}, step_count={self.step_count})"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _blas_threads() -> int:
+    """Threads numpy's BLAS uses now (threadpoolctl); 1 when that cannot be told."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return 1
+    return max((info.get("num_threads", 1) for info in threadpool_info() if info.get("user_api") == "blas"), default=1)

@@ -27,25 +27,43 @@ Params = dict[str, np.ndarray]
 State = dict
 
 
+Kernel = Callable[[str, np.ndarray, dict, np.ndarray], None]
+
+
 class GradientTransformation(NamedTuple):
-    """A link: `init(params) -> state`, `update(grads, state, params) -> None` (in place)."""
+    """A link: `init(params) -> state`, `update(grads, state, params) -> None` (in place).
+
+    `prepare`, on an elementwise link (every one here): `prepare(state) -> kernel` advances the
+    link's scalar state for one step and returns `kernel(key, grad, slots, param)`, the update
+    of one parameter (`slots`: slot name -> that parameter's buffer). The kernel touches each
+    element on its own, so `Optimizer` may run it on blocks of the arrays, in threads.
+    """
 
     name: str
     init: Callable[[Params], State]
     update: Callable[[Params, State, Params], None]
     links: tuple | None = None  # a chain's flattened links; None for a single link
+    prepare: Callable[[State], Kernel] | None = None
 
 
-def chain(*transforms: GradientTransformation) -> GradientTransformation:
-    """Apply `transforms` one after the other; the state is `{link name: link state}`.
+def elementwise(name: str, init: Callable[[Params], State], prepare: Callable[[State], Kernel]) -> GradientTransformation:
+    """A link defined by its per-parameter kernel; `update` runs the kernel once per parameter."""
 
-    Nested chains are flattened, so state keys read `<link>.<slot>.<param>`
-    ("adam.m.dense1.W") however the chain was built. A name used twice gets a
-    suffix ("clip", "clip_2") so that every key stays unique.
-    """
-    links: list[GradientTransformation] = []
-    for transform in transforms:
-        links.extend((transform,) if transform.links is None else transform.links)
+    def update(grads: Params, state: State, params: Params) -> None:
+        kernel = prepare(state)
+        for key, grad in grads.items():
+            kernel(key, grad, param_slots(state, key), params[key])
+
+    return GradientTransformation(name, init, update, None, prepare)
+
+
+def param_slots(state: State, key: str) -> dict[str, np.ndarray]:
+    """The buffers of parameter `key` in a link's state: slot name -> array (slots without `key` left out)."""
+    return {slot: value[key] for slot, value in state.items() if isinstance(value, dict) and key in value}
+
+
+def link_names(links) -> list[str]:
+    """Unique names for a chain's links: a name used twice gets a suffix ("clip", "clip_2")."""
     names: list[str] = []
     for link in links:
         name, count = link.name, 1
@@ -53,7 +71,19 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             count += 1
             name = f"{link.name}_{count}"
         names.append(name)
-    pairs = tuple(zip(names, links))
+    return names
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Apply `transforms` one after the other; the state is `{link name: link state}`.
+
+    Nested chains are flattened, so state keys read `<link>.<slot>.<param>`
+    ("adam.m.dense1.W") however the chain was built; see `link_names`.
+    """
+    links: list[GradientTransformation] = []
+    for transform in transforms:
+        links.extend((transform,) if transform.links is None else transform.links)
+    pairs = tuple(zip(link_names(links), links))
 
     def init(params: Params) -> State:
         return {name: link.init(params) for name, link in pairs}
@@ -92,12 +122,13 @@ def add_decayed_weights(weight_decay: float, mask: Callable[[str], bool] = is_we
     def init(params: Params) -> State:
         return {"_scratch": _zeros(params, [key for key in params if mask(key)])}
 
-    def update(grads: Params, state: State, params: Params) -> None:
-        for key, scratch in state["_scratch"].items():
-            np.multiply(params[key], weight_decay, out=scratch)
-            grads[key] += scratch
+    def kernel(key: str, grad: np.ndarray, slots: dict, param: np.ndarray) -> None:
+        scratch = slots.get("_scratch")
+        if scratch is not None:  # a masked-out parameter has no buffer
+            np.multiply(param, weight_decay, out=scratch)
+            grad += scratch
 
-    return GradientTransformation("weight_decay", init, update)
+    return elementwise("weight_decay", init, lambda state: kernel)
 
 
 def scale_by_momentum(momentum: float, nesterov: bool = False) -> GradientTransformation:
@@ -115,19 +146,18 @@ def scale_by_momentum(momentum: float, nesterov: bool = False) -> GradientTransf
             state["_scratch"] = _zeros(params)
         return state
 
-    def update(grads: Params, state: State, params: Params) -> None:
-        for key, velocity in state["velocity"].items():
-            grad = grads[key]
-            velocity *= momentum
-            velocity += grad
-            if nesterov:
-                scratch = state["_scratch"][key]
-                np.multiply(velocity, momentum, out=scratch)
-                grad += scratch
-            else:
-                np.copyto(grad, velocity)
+    def kernel(key: str, grad: np.ndarray, slots: dict, param: np.ndarray) -> None:
+        velocity = slots["velocity"]
+        velocity *= momentum
+        velocity += grad
+        if nesterov:
+            scratch = slots["_scratch"]
+            np.multiply(velocity, momentum, out=scratch)
+            grad += scratch
+        else:
+            np.copyto(grad, velocity)
 
-    return GradientTransformation("nesterov" if nesterov else "momentum", init, update)
+    return elementwise("nesterov" if nesterov else "momentum", init, lambda state: kernel)
 
 
 def scale_by_rms(rho: float, eps: float) -> GradientTransformation:
@@ -138,18 +168,17 @@ def scale_by_rms(rho: float, eps: float) -> GradientTransformation:
     def init(params: Params) -> State:
         return {"mean_square": _zeros(params), "_scratch": _zeros(params)}
 
-    def update(grads: Params, state: State, params: Params) -> None:
-        for key, mean_square in state["mean_square"].items():
-            grad, scratch = grads[key], state["_scratch"][key]
-            np.multiply(grad, grad, out=scratch)
-            scratch *= 1.0 - rho
-            mean_square *= rho
-            mean_square += scratch
-            np.sqrt(mean_square, out=scratch)
-            scratch += eps
-            grad /= scratch
+    def kernel(key: str, grad: np.ndarray, slots: dict, param: np.ndarray) -> None:
+        mean_square, scratch = slots["mean_square"], slots["_scratch"]
+        np.multiply(grad, grad, out=scratch)
+        scratch *= 1.0 - rho
+        mean_square *= rho
+        mean_square += scratch
+        np.sqrt(mean_square, out=scratch)
+        scratch += eps
+        grad /= scratch
 
-    return GradientTransformation("rmsprop", init, update)
+    return elementwise("rmsprop", init, lambda state: kernel)
 
 
 def scale_by_adagrad(eps: float) -> GradientTransformation:
@@ -160,16 +189,15 @@ def scale_by_adagrad(eps: float) -> GradientTransformation:
     def init(params: Params) -> State:
         return {"sum_square": _zeros(params), "_scratch": _zeros(params)}
 
-    def update(grads: Params, state: State, params: Params) -> None:
-        for key, sum_square in state["sum_square"].items():
-            grad, scratch = grads[key], state["_scratch"][key]
-            np.multiply(grad, grad, out=scratch)
-            sum_square += scratch
-            np.sqrt(sum_square, out=scratch)
-            scratch += eps
-            grad /= scratch
+    def kernel(key: str, grad: np.ndarray, slots: dict, param: np.ndarray) -> None:
+        sum_square, scratch = slots["sum_square"], slots["_scratch"]
+        np.multiply(grad, grad, out=scratch)
+        sum_square += scratch
+        np.sqrt(sum_square, out=scratch)
+        scratch += eps
+        grad /= scratch
 
-    return GradientTransformation("adagrad", init, update)
+    return elementwise("adagrad", init, lambda state: kernel)
 
 
 def scale_by_adam(beta1: float, beta2: float, eps: float) -> GradientTransformation:
@@ -186,14 +214,15 @@ def scale_by_adam(beta1: float, beta2: float, eps: float) -> GradientTransformat
     def init(params: Params) -> State:
         return {"count": 0, "m": _zeros(params), "v": _zeros(params), "_scratch": _zeros(params)}
 
-    def update(grads: Params, state: State, params: Params) -> None:
+    def prepare(state: State) -> Kernel:
         state["count"] += 1
         t = state["count"]
         bias_correction1 = 1.0 - beta1**t
         denominator_scale = bias_correction1 / math.sqrt(1.0 - beta2**t)
         denominator_eps = eps * bias_correction1
-        for key, m in state["m"].items():
-            grad, v, scratch = grads[key], state["v"][key], state["_scratch"][key]
+
+        def kernel(key: str, grad: np.ndarray, slots: dict, param: np.ndarray) -> None:
+            m, v, scratch = slots["m"], slots["v"], slots["_scratch"]
             m *= beta1
             np.multiply(grad, 1.0 - beta1, out=scratch)
             m += scratch
@@ -206,4 +235,6 @@ def scale_by_adam(beta1: float, beta2: float, eps: float) -> GradientTransformat
             grad += denominator_eps
             np.divide(m, grad, out=grad)
 
-    return GradientTransformation("adam", init, update)
+        return kernel
+
+    return elementwise("adam", init, prepare)
