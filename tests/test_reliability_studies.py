@@ -239,3 +239,54 @@ def test_a_trial_asked_for_but_never_claimed_by_a_dead_worker_is_failed_at_the_n
                                          optuna.trial.TrialState.COMPLETE]
     assert trials[2].user_attrs["retry_of"] == orphan.number
     assert result.report.counts["RUNNING"] == 0
+
+
+# -- interruptions: Ctrl-C (SIGINT to the whole terminal group) or SIGTERM to the main process --------------
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_an_interrupted_study_marks_its_running_trials_and_the_same_command_completes_it(tmp_path, how):
+    """The running trials end FAIL ("interrupted") in Optuna and KILLED in MLflow, each queued again; the
+    same command again runs those first and completes the budget: no trial lost, none twice."""
+    command, storage, tracking = script_command(tmp_path, KILL_SCRIPT, "--workers", "2")
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True, env=clean_env())
+    try:
+        victims = _wait_for(lambda: _running_trials(storage, "relaunched", 2), 180, "2 running trials", first)
+        if how == "ctrl-c":
+            os.killpg(first.pid, signal.SIGINT)  # a terminal sends SIGINT to every process of the group
+        else:
+            os.kill(first.pid, signal.SIGTERM)  # `kill MAIN`: the main process forwards it to its workers
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 130, err[-5000:]
+    assert alarms(err) == [], err[-5000:]
+    trials = {t.number: t for t in load_trials(storage, "relaunched")}
+    assert not [t for t in trials.values() if t.state == optuna.trial.TrialState.RUNNING]
+    for victim in victims:
+        lost = trials[victim.number]
+        assert lost.state == optuna.trial.TrialState.FAIL and lost.user_attrs["failure_reason"] == "interrupted"
+    waiting = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
+    assert sorted(t.system_attrs["failed_trial"] for t in waiting) == sorted(v.number for v in victims)
+    client, parents, children = study_runs(tracking, "relaunched")
+    assert len(parents) == 1 and parents[0].info.status == "KILLED"
+    for victim in victims:
+        run = client.get_run(victim.user_attrs["mlflow_run_id"])
+        assert run.info.status == "KILLED" and run.data.tags["workbench.trial_state"] == "FAIL"
+
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=clean_env())
+    assert again.returncode == 0, again.stderr[-5000:]
+    assert alarms(again.stderr) == [], again.stderr[-5000:]
+    trials = load_trials(storage, "relaunched")
+    assert [t.number for t in trials] == list(range(len(trials)))  # no gap, no duplicate number
+    assert all(t.state.is_finished() for t in trials)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 3  # the budget, completed
+    for victim in victims:  # each interrupted configuration ran again, once, to the end
+        retries = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+        assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.COMPLETE
+        assert retries[0].params == victim.params
+    _, parents, children = study_runs(tracking, "relaunched")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(int(c.data.tags["workbench.trial_number"]) for c in children) == [t.number for t in trials]

@@ -31,12 +31,8 @@ class StaleTrialHandler:
         self.settings, self.reason = settings, reason
 
     def __call__(self, study, trial) -> None:
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
         max_retry = self.settings.storage.max_retry
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
+        queue_retry(study, trial, max_retry)
         retried = len(trial.system_attrs.get("retry_history", ())) < max_retry
         worker = trial.user_attrs.get("worker", "unknown worker")
         reason = f"{self.reason} (worker {worker}); " + ("retried as a new trial" if retried else
@@ -44,6 +40,16 @@ class StaleTrialHandler:
         print(f"workbench: trial {trial.number} lost: {reason}", file=sys.stderr, flush=True)
         with contextlib.suppress(Exception):
             mark_child_failed(self.settings, trial, reason)
+
+
+def queue_retry(study, trial, max_retry: int) -> None:
+    """A WAITING copy of the failed `trial` (a FrozenTrial; same params), run first by the next worker
+    that asks; the failed one then no longer counts against the budget. Also used for interrupted trials."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the callback is marked experimental
+        RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
 
 
 def mark_child_failed(settings, trial, reason: str) -> None:

@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 
-from workbench.studies.lost_trials import StaleTrialHandler, process_start_ticks, reap_lost_trials
+from workbench.studies.lost_trials import StaleTrialHandler, process_start_ticks, queue_retry, reap_lost_trials
 from workbench.studies.objective import COMPLETE, PRUNED, run_trial
 from workbench.studies.report import short_key
 from workbench.studies.storage import budget_lock, open_storage
@@ -172,9 +172,10 @@ def work(study, settings, worker_index: int, parent_run_id: str | None, threads:
             with Heartbeat(storage, trial._trial_id):
                 try:
                     result = run_trial(trial, study, settings, parent_run_id, storage)
-                except KeyboardInterrupt:
+                except KeyboardInterrupt:  # failed as "interrupted", and queued again for the next launch
                     with contextlib.suppress(Exception):
                         optuna_study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                        queue_retry(optuna_study, storage.get_trial(trial._trial_id), settings.storage.max_retry)
                     raise
             ran += 1
             stop = tell(optuna_study, trial, result)
