@@ -111,16 +111,40 @@ def expected_row(model, c) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.fixture(params=["plain", "blocked"])
+def optimizer_path(request, monkeypatch):
+    """The optimizer's plain step, or its blocked step forced on tiny models (blocks of 7, 2 threads):
+    either way the step it leaves in the gradients is what the monitor's update ratio reads."""
+    from workbench.nn.optim import optimizer as optimizer_module
+
+    if request.param == "blocked":
+        monkeypatch.setattr(optimizer_module, "BLOCKED_MIN_SIZE", 0)
+        monkeypatch.setattr(optimizer_module, "BLOCK_SIZE", 7)
+
+    def prepare(trainer):
+        trainer.optimizer.threads = 2
+        return trainer
+
+    prepare.path = request.param
+    return prepare
+
+
+def assert_blocked_if_asked(trainer, optimizer_path):
+    plan = trainer.optimizer._plan
+    assert (plan is not None and plan[1] is not None) == (optimizer_path.path == "blocked")
+
+
 @pytest.mark.parametrize(
     "activation, batch_norm, init_scale",
     [("relu", False, 1.0), ("relu", True, 1.0), ("tanh", False, 4.0), ("sigmoid", False, 6.0), ("elu", False, 1.0)],
 )
-def test_every_statistic_matches_plain_numpy(activation, batch_norm, init_scale):
+def test_every_statistic_matches_plain_numpy(activation, batch_norm, init_scale, optimizer_path):
     hooks = build_monitor_hooks(every=1, nan_guard=False)
     capture = Capture()
-    trainer = tiny_trainer([*hooks, capture], activation=activation, batch_norm=batch_norm, init_scale=init_scale,
-                           optimizer="adam", lr=0.05, epochs=2)
+    trainer = optimizer_path(tiny_trainer([*hooks, capture], activation=activation, batch_norm=batch_norm,
+                                          init_scale=init_scale, optimizer="adam", lr=0.05, epochs=2))
     trainer.fit()
+    assert_blocked_if_asked(trainer, optimizer_path)
     record = hooks.record
     assert len(record) == len(capture.steps) == 8
     assert list(record.steps) == [c["step"] for c in capture.steps]
@@ -360,13 +384,14 @@ def test_act_std_stays_accurate_when_the_mean_dominates():
         np.testing.assert_allclose(hooks.record.series("act_std", "dense1")[row], y.std(), rtol=1e-4)
 
 
-def test_nonfinite_counts_match_a_full_scan():
+def test_nonfinite_counts_match_a_full_scan(optimizer_path):
     hooks = build_monitor_hooks(every=1, nan_guard=False)
     capture = Capture()
-    trainer = tiny_trainer([*hooks, capture], epochs=1)
+    trainer = optimizer_path(tiny_trainer([*hooks, capture], epochs=1))
     trainer.model.dense_layers[1].params["W"][0, :2] = [np.nan, np.inf]
     with np.errstate(all="ignore"):
         trainer.fit()
+    assert_blocked_if_asked(trainer, optimizer_path)
     record = hooks.record
     for row, c in enumerate(capture.steps):
         want = expected_row(trainer.model, c)["nonfinite"]
