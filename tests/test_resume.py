@@ -163,6 +163,9 @@ def test_interrupted_run_is_killed_with_a_checkpoint_then_resumes_to_the_same_re
     assert after.data.metrics["test/accuracy"] == expected.metrics["test/accuracy"]
     epochs = [m.value for m in client.get_metric_history(killed, "epoch")]
     assert epochs == [float(e) for e in range(len(expected.run.trainer.history["epoch"]))]  # each epoch logged once
+    steps = sorted(m.step for m in client.get_metric_history(killed, "grad_norm/global"))
+    every = expected.run.spec.monitor.log_every
+    assert steps == [int(s) for s in expected.run.record.steps if s % every == 0]  # each logged once, none lost
     assert len(client.search_runs([after.info.experiment_id])) == 1  # the same run, no new one
 
     again = workbench("run", "--resume", killed, "--tracking-uri", store)
@@ -195,3 +198,14 @@ def test_resume_of_a_run_without_checkpoint_names_the_run_and_the_fix(store):
 def test_resume_argument_mistakes_exit_2(args, message):
     proc = workbench(*args)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("interval_s, saves", [(0.0, 8), (3600.0, 2)])
+def test_checkpoints_at_first_and_last_epoch_and_at_most_one_per_interval_between(tmp_path, interval_s, saves):
+    run = build_run(load_spec(SPEC, [*SMALL, "early_stopping.enabled=false"]))
+    hook = Checkpoint(run, tmp_path, interval_s=interval_s)
+    run.trainer.register(hook)
+    run.trainer.fit()
+    assert hook.saved == saves
+    with np.load(tmp_path / CHECKPOINT_FILE, allow_pickle=False) as data:
+        assert int(data["trainer.epoch"]) == 8  # the last epoch's checkpoint, whatever the interval

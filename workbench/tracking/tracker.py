@@ -128,6 +128,7 @@ class RunTracker(Hook):
         self._clip_count = 0.0  # clipped steps among the rows handed over so far
         self._clip_rows = 0
         self._next_pull = 0.0
+        self._epochs_logged_until = -1  # resumed runs: the last step whose epoch metrics MLflow has
         self._finished = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -192,6 +193,10 @@ class RunTracker(Hook):
             if record is not None and len(record):
                 self._cursor = int(record.steps[-1])
                 self._clip_fractions(record, slice(0, len(record)))  # the running clip fraction goes on
+            # The first attempt may have logged past its last checkpoint; the resumed run recomputes
+            # those steps bit for bit, so what is logged already is not sent twice.
+            self._epochs_logged_until = _last_step(client, run_id, "epoch")
+            self._cursor = max(self._cursor, _last_step(client, run_id, "grad_norm/global"))
             self._hook_in(run)
         except BaseException as exc:
             status = KILLED if isinstance(exc, KeyboardInterrupt) else FAILED
@@ -316,7 +321,8 @@ class RunTracker(Hook):
             self._pull(self._run.record, False)
 
     def on_epoch_end(self, trainer, logs: dict[str, float]) -> None:
-        self.metrics.log(logs, trainer.step)
+        if trainer.step > self._epochs_logged_until:
+            self.metrics.log(logs, trainer.step)
         self._pull(self._run.record, True)
 
     def on_train_end(self, trainer) -> None:
@@ -379,6 +385,11 @@ class RunTracker(Hook):
         self._clip_count, self._clip_rows = float(count[-1]), int(total[-1])
         with np.errstate(invalid="ignore", divide="ignore"):
             return count / total
+
+
+def _last_step(client, run_id: str, key: str) -> int:
+    """The last step at which `key` was logged to the run (-1: never)."""
+    return max((int(m.step) for m in client.get_metric_history(run_id, key)), default=-1)
 
 
 def _gradient_snapshot():
