@@ -341,3 +341,36 @@ def test_resolve_tracking_uri(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_tracking_uri() == "http://127.0.0.1:5000"
     assert resolve_tracking_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
+
+
+@pytest.mark.parametrize("child", ["draws", "crashes", "no-fork"])
+def test_plot_job_uploads_every_plot_whether_the_child_draws_them_or_not(tmp_path, monkeypatch, child):
+    """The plots are drawn in a forked child while the rest uploads; a child that dies, or no fork at all,
+    leaves the drawing to the parent: the same files either way, and no temporary folder left behind."""
+    import os as _os
+
+    from mlflow import MlflowClient
+
+    from workbench.plots.gradient_snapshot import GradientSnapshot
+    from workbench.runner import build_run
+    from workbench.tracking import artifacts
+
+    run = build_run(load_spec(SPEC, SMALL))
+    snapshot = GradientSnapshot()
+    run.trainer.register(snapshot)
+    run.trainer.fit()
+    if child == "crashes":
+        monkeypatch.setattr(artifacts, "_draw_in_child", lambda folder, inputs: _os._exit(3))
+    elif child == "no-fork":
+        monkeypatch.setattr(artifacts.multiprocessing, "get_context", lambda method: (_ for _ in ()).throw(
+            ValueError(f"cannot find context for {method!r}")))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("plots", (tmp_path / "art").as_uri())).info.run_id
+    job = artifacts.PlotJob(record=run.record, history=run.trainer.history, gradients=snapshot)
+    assert (job.process is not None) == (child != "no-fork")
+    assert job.finish(client, run_id) == 6
+    assert job.process is None or job.process.exitcode == (3 if child == "crashes" else 0)
+    assert {a.path for a in client.list_artifacts(run_id, "plots")} == {
+        "plots/loss.png", "plots/gradient_flow.png", "plots/grad_norms.png", "plots/update_ratios.png",
+        "plots/activation_std.png", "plots/grad_histograms.png"}
+    assert not job.folder.exists()

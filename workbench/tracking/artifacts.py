@@ -8,10 +8,15 @@
     checkpoint/            the last epoch end's checkpoint.npz + record.npz (`workbench.checkpoint`)
 
 Each writer stages its files in a temporary folder and uploads the folder in one call.
+`PlotJob` draws the plots in a forked process while the run's other artifacts upload.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,17 +39,59 @@ def log_record(client, run_id: str, record) -> None:
         client.log_artifacts(run_id, tmp, STATS_DIR)
 
 
-def log_plots(client, run_id: str, *, record, history, gradients=None) -> int:
-    """The run's figures under `plots/`; returns how many (0 while `workbench.plots` is absent)."""
+class PlotJob:
+    """The run's plots, drawn in a forked child process (Linux) while the caller uploads the rest and
+    diagnoses: drawing takes about as long as all of that (1-2 s). `finish` waits for the child,
+    draws the plots itself if the child failed or fork is not available, and uploads `plots/`."""
+
+    TIMEOUT_S = 300.0
+
+    def __init__(self, *, record, history, gradients=None) -> None:
+        self.inputs = {"record": record, "history": history, "gradients": gradients}
+        self.folder = Path(tempfile.mkdtemp(prefix="workbench-plots-"))
+        self.process = None
+        if sys.platform == "linux" and not multiprocessing.current_process().daemon:
+            try:
+                self.process = multiprocessing.get_context("fork").Process(
+                    target=_draw_in_child, args=(self.folder, self.inputs), name="workbench-plots", daemon=True)
+                self.process.start()
+            except Exception:  # noqa: BLE001 - no fork here: draw in finish()
+                self.process = None
+
+    def finish(self, client, run_id: str) -> int:
+        """Upload the plots (drawn by the child, or here); returns how many."""
+        try:
+            drawn = False
+            if self.process is not None:
+                self.process.join(self.TIMEOUT_S)
+                if self.process.is_alive():
+                    self.process.kill()
+                    self.process.join()
+                drawn = self.process.exitcode == 0
+            if not drawn:
+                if not _save_plots(self.folder, self.inputs):
+                    return 0
+            files = sorted(self.folder.glob("*.png"))
+            if files:
+                client.log_artifacts(run_id, str(self.folder), PLOTS_DIR)
+            return len(files)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _save_plots(folder: Path, inputs: dict) -> bool:
     try:
         from workbench.plots import save_run_plots
     except ImportError:
-        return 0
-    with tempfile.TemporaryDirectory(prefix="workbench-plots-") as tmp:
-        written = save_run_plots(tmp, record=record, history=history, gradients=gradients)
-        if written:
-            client.log_artifacts(run_id, tmp, PLOTS_DIR)
-        return len(written)
+        return False
+    save_run_plots(folder, **inputs)
+    return True
+
+
+def _draw_in_child(folder: Path, inputs: dict) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the parent decides when saving is abandoned
+        signal.signal(sig, signal.SIG_IGN)
+    _save_plots(folder, inputs)
 
 
 def log_model(client, run_id: str, model, spec) -> None:

@@ -254,17 +254,19 @@ class RunTracker(Hook):
             _attempt("the queued metrics", self.metrics.close)
             if self.metrics.dropped:
                 _warn(f"{self.metrics.dropped} metric values were not logged: {self.metrics.error!r}")
+        plots = None
+        if run is not None and self.plots:  # drawn in a child process meanwhile
+            plots = artifacts.PlotJob(record=record, history=run.trainer.history, gradients=self._gradients)
         if run is not None:
             if record is not None:
                 _attempt("the statistics record", artifacts.log_record, self.client, self.run_id, record)
             _attempt("the model", artifacts.log_model, self.client, self.run_id, run.model, self.spec)
-            if self.plots:
-                _attempt("the plots", artifacts.log_plots, self.client, self.run_id,
-                         record=record, history=run.trainer.history, gradients=self._gradients)
         if record is not None and self.verdict is None:
             _attempt("the diagnosis", self._diagnose, record)
         if self.checkpoint_dir is not None:
             _attempt("the checkpoint", self._log_checkpoint)
+        if plots is not None:
+            _attempt("the plots", plots.finish, self.client, self.run_id)
         _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
         if self.client.offline:  # the store may be back by now: then nothing is left for `workbench sync`
             uploaded = self.client.try_upload()
