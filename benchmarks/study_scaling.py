@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/study_scaling.py                 # both tables (about 6 minutes on 2 cores)
     .venv/bin/python benchmarks/study_scaling.py --trials 24 --pruning-trials 40 --json out.json
+    .venv/bin/python benchmarks/study_scaling.py --full --trials 12 --skip-pruning   # full-size trials
 
 1. Scaling: the quick study (8 epochs, 2 seeds per trial) with pruning off so every trial does the
    same work, run with 1 then 2 workers on fresh stores (journal + MLflow SQLite in a temporary
@@ -46,11 +47,11 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_once(study, *, n_trials: int, workers: int, sampler_seed: int = 0) -> dict:
+def run_once(study, *, n_trials: int, workers: int, sampler_seed: int = 0, quick: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
         cpu_before, start = cpu_seconds(), time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the study's own report
-            result = study.run(n_trials=n_trials, workers=workers, quick=True, quiet=True, sampler_seed=sampler_seed,
+            result = study.run(n_trials=n_trials, workers=workers, quick=quick, quiet=True, sampler_seed=sampler_seed,
                                storage=str(Path(tmp) / "optuna.journal"), tracking_uri=f"sqlite:///{tmp}/mlflow.db")
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_before
         import optuna
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=24, help="trials per scaling run (default 24)")
     parser.add_argument("--pruning-trials", type=int, default=40,
                         help="trials per pruning run (default 40, the quick budget)")
+    parser.add_argument("--full", action="store_true",
+                        help="scaling on the full-size trials (30 epochs x 3 seeds) instead of --quick's (8 x 2)")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--skip-pruning", action="store_true")
     parser.add_argument("--json", help="also write the measurements to this file")
@@ -81,10 +84,12 @@ def main() -> None:
     out = {}
     if not args.skip_scaling:
         unpruned = dataclasses.replace(study, pruner="none")
-        rows = [run_once(unpruned, n_trials=args.trials, workers=w) for w in (1, 2)]
+        rows = [run_once(unpruned, n_trials=args.trials, workers=w, quick=not args.full) for w in (1, 2)]
         speedup = rows[1]["trials_per_min"] / rows[0]["trials_per_min"]
         wall_speedup = rows[1]["trials_per_min_wall"] / rows[0]["trials_per_min_wall"]
-        print(f"\nScaling: init_vs_optimizer --quick, pruner none, {args.trials} trials x 2 seeds x 8 epochs\n")
+        size = "full size, pruner none, {} trials x 3 seeds x 30 epochs" if args.full else \
+            "--quick, pruner none, {} trials x 2 seeds x 8 epochs"
+        print(f"\nScaling: init_vs_optimizer {size.format(args.trials)}\n")
         print("| workers | trials | optimization (s) | trials/min | whole command (s) | trials/min (command) "
               "| s per trial | CPU cores busy |")
         print("|---|---|---|---|---|---|---|---|")
