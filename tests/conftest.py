@@ -14,6 +14,22 @@ MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Set by workbench when it logs over HTTP (`workbench.tracking.offline.bound_http_retries`): restored
+# after each test so that no test depends on the order the others ran in.
+HTTP_RETRY_VARIABLES = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT")
+
+
+@pytest.fixture(autouse=True)
+def _restore_http_retry_settings():
+    saved = {key: os.environ.get(key) for key in HTTP_RETRY_VARIABLES}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
 
 @dataclass
 class ArrayData:

@@ -574,3 +574,17 @@ def test_small_models_take_the_plain_step_without_threads():
     opt = build_optimizer(params, "adam", lr=1e-3)
     opt.step({k: np.ones_like(v) for k, v in params.items()})
     assert opt._plan[1] is None and opt._pool is None
+
+
+def test_blocked_step_threads_keep_the_callers_numpy_error_state(monkeypatch):
+    """Studies silence overflow while a divergent trial runs: the pool's threads must stay as silent."""
+    import warnings
+
+    params, grads, _, opt = _run_steps("adam", 0.0, blocked=True, threads=2, monkeypatch=monkeypatch, steps=1)
+    for g in grads.values():
+        g[...] = np.float32(3e38)  # g * g overflows float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="ignore", invalid="ignore"):
+            opt.step(grads)
+    assert len(opt._plan[1]) == 2

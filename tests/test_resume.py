@@ -209,3 +209,29 @@ def test_checkpoints_at_first_and_last_epoch_and_at_most_one_per_interval_betwee
     assert hook.saved == saves
     with np.load(tmp_path / CHECKPOINT_FILE, allow_pickle=False) as data:
         assert int(data["trainer.epoch"]) == 8  # the last epoch's checkpoint, whatever the interval
+
+
+def test_a_resumed_run_logs_the_same_statistics_as_an_uninterrupted_one(store):
+    """Clipping fires on some steps only: the running clip/fraction and every logged statistic of the
+    resumed run equal the uninterrupted run's, although the first attempt logged past its checkpoint."""
+    from mlflow import MlflowClient
+
+    overrides = [*SMALL, "clipping.mode=global_norm", "clipping.max_norm=1.5", "early_stopping.enabled=false"]
+    spec = load_spec(SPEC, overrides)
+    whole = execute(spec, tracking_uri=store, tracker_options={"plots": False})
+    with pytest.raises(KeyboardInterrupt):
+        execute(spec, tracking_uri=store, hooks=(InterruptAt(4),), tracker_options={"plots": False})
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name(spec.name).experiment_id
+    killed = client.search_runs([experiment], filter_string="attributes.status = 'KILLED'",
+                                order_by=["attributes.start_time DESC"])[0].info.run_id
+    resumed = execute(resume_run_id=killed, tracking_uri=store)
+    assert resumed.status == "FINISHED"
+
+    def history(run_id, key):
+        return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+    fractions = [v for _, v in history(whole.run_id, "clip/fraction")]
+    assert 0.0 < fractions[-1] < 1.0  # some steps clipped, not all: a miscount would show
+    for key in ("clip/fraction", "grad_norm/global", "update_ratio/dense1", "train/loss", "val/loss", "epoch"):
+        assert history(killed, key) == history(whole.run_id, key), key

@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from workbench.cli import main
-from workbench.tracking.offline import JOURNAL, PROGRESS, ResilientClient, spooled_runs, upload
+from workbench.tracking.offline import JOURNAL, PROGRESS, ResilientClient, SpoolBusy, spooled_runs, upload
 
 
 def dead_http_uri() -> str:
@@ -70,6 +70,9 @@ def test_writes_during_an_outage_are_spooled_in_order_announced_once_and_uploade
     assert client.get_run(run_id).info.status == "RUNNING"  # nothing reached the store yet
     assert (spool / "files" / "2" / "record.npz").read_bytes() == b"not really npz"
     assert spooled_runs() == [spool]
+    with pytest.raises(SpoolBusy):  # the run still holds its spool: no upload may read a growing journal
+        upload(spool, uri)
+    resilient.spool.release()  # as the run's finish does
     with pytest.raises(MlflowException):  # uploading to the store the spool names, still down
         upload(spool)
     assert spool.exists() and client.get_run(run_id).info.status == "RUNNING"
@@ -95,6 +98,7 @@ def test_an_upload_cut_short_goes_on_where_it_stopped(store):
     for start in (0, 100, 200):
         resilient.log_batch(run_id, metrics=metrics("val/loss", range(start, start + 100)))
     resilient.set_terminated(run_id, "KILLED")
+    resilient.spool.release()
     spool = resilient.spool.dir
     first_op = json.loads((spool / JOURNAL).read_text().splitlines()[0])
     MlflowClient(uri).log_batch(run_id, metrics=[Metric(*m) for m in first_op["metrics"]])  # replayed before a crash
@@ -124,6 +128,9 @@ def test_sync_command_uploads_every_spooled_run_and_says_so(store, capsys):
     resilient = outage_client(run_id, [])
     resilient.log_batch(run_id, metrics=metrics("train/loss", range(10)))
     resilient.set_terminated(run_id, "FINISHED")
+    assert main(["sync", "--tracking-uri", uri]) == 1  # the run has not released its spool yet
+    assert "still being written" in capsys.readouterr().err
+    resilient.spool.release()
     assert main(["sync", "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
     assert f"run {run_id}: uploaded 10 metric values in 2 operations" in out and "status FINISHED" in out
@@ -136,6 +143,7 @@ def test_sync_reports_a_store_still_down_and_keeps_the_spool(store, capsys):
     client, uri, run_id = store
     resilient = outage_client(run_id, [])
     resilient.set_tag(run_id, "k", "v")
+    resilient.spool.release()
     assert main(["sync"]) == 1  # the spool names the dead store
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"run {run_id}: could not upload" in err[0] and "workbench sync" in err[0]
@@ -150,3 +158,43 @@ def test_sync_names_an_unknown_run_and_a_missing_folder(store, tmp_path, capsys)
     assert err.count("\n") == 0 and "0123456789abcdef" in err and run_id in err
     assert main(["sync", "--dir", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_a_journal_line_cut_short_is_repaired_and_a_corrupt_one_is_named(store):
+    client, uri, run_id = store
+    resilient = outage_client(run_id, [])
+    resilient.set_tag(run_id, "a", "1")
+    resilient.spool.release()
+    journal = resilient.spool.dir / JOURNAL
+    with open(journal, "a") as f:
+        f.write('{"op": "set_tag", "key": "b", "val')  # a crash while writing this line
+    again = outage_client(run_id, [])  # the same run's writes go on (a resumed run)
+    again.set_tag(run_id, "c", "3")
+    again.spool.release()
+    assert [json.loads(line)["key"] for line in journal.read_text().splitlines()] == ["a", "c"]
+    with open(journal, "a") as f:
+        f.write("not json\n")
+        f.write(json.dumps({"op": "set_tag", "key": "d", "value": "4"}) + "\n")
+    with pytest.raises(ValueError, match="line 3 is not a JSON operation"):
+        upload(again.spool.dir, uri)
+    assert client.get_run(run_id).data.tags["c"] == "3"  # the lines before it went up, once
+    assert (again.spool.dir / PROGRESS).read_text() == "2"
+
+
+def test_a_local_error_is_not_an_outage(store, tmp_path):
+    client, uri, run_id = store
+    messages: list[str] = []
+    resilient = ResilientClient(client, run_id, delays=(0.0,), announce=messages.append)
+    with pytest.raises(FileNotFoundError):
+        resilient.log_artifact(run_id, str(tmp_path / "no such file.png"), "plots")
+    assert not resilient.offline and messages == []
+
+
+def test_resume_waits_for_the_offline_writes_to_be_uploaded(store, capsys):
+    client, uri, run_id = store
+    resilient = outage_client(run_id, [])
+    resilient.set_terminated(run_id, "KILLED")
+    resilient.spool.release()
+    assert main(["run", "--resume", run_id, "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"workbench sync {run_id}" in err

@@ -135,8 +135,10 @@ def run_trial(trial, study, settings, parent_run_id: str | None, storage=None) -
     seeds = [base.seed + k for k in range(settings.seeds)]
     set_user_attrs(trial, {"seeds": seeds})
     retried = storage.get_trial(trial._trial_id).system_attrs.get("failed_trial") if storage is not None else None
-    if retried is not None:  # a retry starts with the lost trial's user attributes: replace its run id, reason
-        set_user_attrs(trial, {"retry_of": retried, "mlflow_run_id": None, "failure_reason": None})
+    if retried is not None:  # a retry starts with the lost trial's user attributes: clear that attempt's outcome
+        set_user_attrs(trial, {"retry_of": retried, "mlflow_run_id": None, "failure_reason": None,
+                               "prune_reason": None, "objective_values": None, "objective_std": None,
+                               "epochs_run": None, "seconds": None})
     result = TrialResult(FAIL)
     try:
         spec = base.with_overrides(params)

@@ -44,7 +44,7 @@ class PlotJob:
     diagnoses: drawing takes about as long as all of that (1-2 s). `finish` waits for the child,
     draws the plots itself if the child failed or fork is not available, and uploads `plots/`."""
 
-    TIMEOUT_S = 300.0
+    TIMEOUT_S = 60.0  # then the child is taken as hung (a lock held at fork time) and the parent draws
 
     def __init__(self, *, record, history, gradients=None) -> None:
         self.inputs = {"record": record, "history": history, "gradients": gradients}
@@ -64,9 +64,7 @@ class PlotJob:
             drawn = False
             if self.process is not None:
                 self.process.join(self.TIMEOUT_S)
-                if self.process.is_alive():
-                    self.process.kill()
-                    self.process.join()
+                self._stop_child()
                 drawn = self.process.exitcode == 0
             if not drawn:
                 if not _save_plots(self.folder, self.inputs):
@@ -76,7 +74,17 @@ class PlotJob:
                 client.log_artifacts(run_id, str(self.folder), PLOTS_DIR)
             return len(files)
         finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            self.close()
+
+    def close(self) -> None:
+        """Stop the child if it still runs and remove the folder (saving abandoned, or done)."""
+        self._stop_child()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _stop_child(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+            self.process.join()
 
 
 def _save_plots(folder: Path, inputs: dict) -> bool:
@@ -89,8 +97,8 @@ def _save_plots(folder: Path, inputs: dict) -> bool:
 
 
 def _draw_in_child(folder: Path, inputs: dict) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the parent decides when saving is abandoned
-        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: a SIGTERM ends the child
     _save_plots(folder, inputs)
 
 

@@ -22,6 +22,8 @@ value, an unknown run) is raised as before: it is a bug to see, not an outage to
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -43,7 +45,11 @@ HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQU
 PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
                               "INVALID_STATE", "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED",
                               "FEATURE_DISABLED", "ENDPOINT_NOT_FOUND", "NOT_IMPLEMENTED"})
-JOURNAL, META, PROGRESS, FILES = "journal.jsonl", "run.json", "uploaded", "files"
+JOURNAL, META, PROGRESS, FILES, LOCK = "journal.jsonl", "run.json", "uploaded", "files", "lock"
+
+
+class SpoolBusy(RuntimeError):
+    """The spool is being written (its run is still going) or uploaded by another process."""
 
 
 def offline_root(directory: str | os.PathLike | None = None) -> Path:
@@ -58,12 +64,25 @@ def bound_http_retries() -> None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether `exc` may heal by waiting: anything but an MLflow error whose code says the request itself is wrong."""
+    """Whether `exc` may heal by waiting: a refused or dropped connection, a timeout, a server error
+    (MLflow's error for those, or one with a code that does not say the request itself is wrong),
+    a locked or unreachable database. Anything else (a local file error, a bug) is not an outage."""
     from mlflow.exceptions import MlflowException
 
     if isinstance(exc, MlflowException):
         return exc.error_code not in PERMANENT_ERRORS
-    return isinstance(exc, Exception)
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    kinds = []
+    with contextlib.suppress(ImportError):
+        import requests
+
+        kinds.append(requests.exceptions.RequestException)
+    with contextlib.suppress(ImportError):
+        import sqlalchemy.exc
+
+        kinds.append(sqlalchemy.exc.OperationalError)
+    return bool(kinds) and isinstance(exc, tuple(kinds))
 
 
 def first_line(exc: BaseException) -> str:
@@ -72,7 +91,11 @@ def first_line(exc: BaseException) -> str:
 
 
 class Spool:
-    """One run's writes that the store did not take, in order, on local disk."""
+    """One run's writes that the store did not take, in order, on local disk.
+
+    The writing process holds an exclusive `flock` on `<spool>/lock` from its first write until
+    `release()`, so `upload` never reads a journal that is still growing.
+    """
 
     def __init__(self, root: Path, tracking_uri: str, run_id: str) -> None:
         self.dir = Path(root) / run_id
@@ -80,16 +103,14 @@ class Spool:
         self.operations = 0
         self.metric_values = 0
         self._lock = threading.Lock()
+        self._lock_file = None
 
     def append(self, op: dict, files: Path | None = None) -> None:
         """Add one operation; `files` (a file or a folder) is copied in as the operation's artifacts."""
         with self._lock:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            meta = self.dir / META
-            if not meta.exists():
-                meta.write_text(json.dumps({"tracking_uri": self.tracking_uri, "run_id": self.run_id}) + "\n")
-            journal = self.dir / JOURNAL
-            number = _count_lines(journal) if self.operations == 0 else self.operations
+            if self._lock_file is None:
+                self._open()
+            number = self.operations
             if files is not None:
                 target = self.dir / FILES / str(number)
                 if Path(files).is_dir():
@@ -98,19 +119,46 @@ class Spool:
                     target.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(files, target / Path(files).name)
                 op = {**op, "files": f"{FILES}/{number}"}
-            with journal.open("a", encoding="utf-8") as f:
+            with (self.dir / JOURNAL).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(op) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
             self.operations = number + 1
             self.metric_values += len(op.get("metrics", ()))
 
+    def _open(self) -> None:
+        """Lock the spool for this process and repair a journal whose last line a crash cut short."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.dir / LOCK, "a")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._lock_file.close()
+            self._lock_file = None
+            raise SpoolBusy(f"{self.dir} is in use by another process") from exc
+        meta = self.dir / META
+        if not meta.exists():
+            meta.write_text(json.dumps({"tracking_uri": self.tracking_uri, "run_id": self.run_id}) + "\n")
+        self.operations = _repair_journal(self.dir / JOURNAL)
 
-def _count_lines(path: Path) -> int:
-    if not path.exists():
+    def release(self) -> None:
+        """Let `upload` (another process, or this one) take the spool."""
+        with self._lock:
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+
+
+def _repair_journal(journal: Path) -> int:
+    """Cut a last line without its newline (a crash while writing it); returns the number of whole lines."""
+    if not journal.exists():
         return 0
-    with path.open("rb") as f:
-        return sum(1 for _ in f)
+    data = journal.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    if len(whole) != len(data):
+        with journal.open("r+b") as f:
+            f.truncate(len(whole))
+    return whole.count(b"\n")
 
 
 class ResilientClient:
@@ -223,14 +271,17 @@ class ResilientClient:
             f"and status are kept in {self.spool.dir}; upload them with `workbench sync` once the server is back")
 
     def try_upload(self) -> "UploadReport | None":
-        """After going offline: replay the spool if the store answers again (None when it does not)."""
+        """At the end of the run: release the spool, and replay it if the store answers again (None when
+        it does not, or the upload failed part way: the rest stays for `workbench sync`)."""
+        self.spool.release()
         if not self.offline or not self.spool.dir.exists():
             return None
         try:
             self.client.get_run(self.run_id)
-        except Exception:  # noqa: BLE001 - still down: the spool stays for `workbench sync`
+            return upload(self.spool.dir, self.tracking_uri)
+        except Exception as exc:  # noqa: BLE001 - still down, or down again: the spool stays
+            self.error = exc
             return None
-        return upload(self.spool.dir, self.tracking_uri)
 
 
 def _announce(message: str) -> None:
@@ -260,34 +311,43 @@ def upload(directory: str | os.PathLike, tracking_uri: str | None = None) -> Upl
     """Replay the spool in `directory` against its store (or `tracking_uri`); the folder is removed when done.
 
     Progress is saved after each operation, so a failed upload (raised) goes on from there next time.
+    Raises `SpoolBusy` while the run is still writing it or another upload holds it.
     """
     from mlflow import MlflowClient
 
     directory = Path(directory)
-    meta = json.loads((directory / META).read_text())
-    uri, run_id = tracking_uri or meta["tracking_uri"], meta["run_id"]
-    client = MlflowClient(uri)
-    progress = directory / PROGRESS
-    done = int(progress.read_text()) if progress.exists() else 0
-    report = UploadReport(run_id, uri, 0, 0, None)
-    with (directory / JOURNAL).open(encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for number, line in enumerate(lines):
-        if number < done:
-            continue
+    with open(directory / LOCK, "a") as lock:
         try:
-            op = json.loads(line)
-        except json.JSONDecodeError:  # a last line cut short by a crash while writing it
-            continue
-        _replay(client, run_id, op, directory)
-        report.operations += 1
-        report.metric_values += len(op.get("metrics", ()))
-        if op["op"] == "set_terminated":
-            report.status = op.get("status")
-        tmp = progress.with_suffix(".tmp")
-        tmp.write_text(str(number + 1))
-        tmp.replace(progress)
-    shutil.rmtree(directory, ignore_errors=True)
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise SpoolBusy(f"{directory} is still being written by its run, or uploaded by another "
+                            "`workbench sync`: try again once that has ended") from exc
+        meta = json.loads((directory / META).read_text())
+        uri, run_id = tracking_uri or meta["tracking_uri"], meta["run_id"]
+        client = MlflowClient(uri)
+        progress = directory / PROGRESS
+        done = int(progress.read_text()) if progress.exists() else 0
+        report = UploadReport(run_id, uri, 0, 0, None)
+        _repair_journal(directory / JOURNAL)
+        with (directory / JOURNAL).open(encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        for number, line in enumerate(lines):
+            if number < done:
+                continue
+            try:
+                op = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{directory / JOURNAL} line {number + 1} is not a JSON operation: "
+                                 f"{exc}; the lines before it are uploaded") from exc
+            _replay(client, run_id, op, directory)
+            report.operations += 1
+            report.metric_values += len(op.get("metrics", ()))
+            if op["op"] == "set_terminated":
+                report.status = op.get("status")
+            tmp = progress.with_suffix(".tmp")
+            tmp.write_text(str(number + 1))
+            tmp.replace(progress)
+        shutil.rmtree(directory, ignore_errors=True)
     return report
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from workbench.errors import UserError
 from workbench.tracking.artifacts import CHECKPOINT_DIR, SPEC_FILE
 from workbench.tracking.experiments import open_client
+from workbench.tracking.offline import offline_root
 from workbench.tracking.uri import resolve_tracking_uri, sqlite_path
 
 
@@ -21,6 +22,10 @@ def fetch_resume(run_id: str, tracking_uri: str | None, into: str | Path):
     from workbench.spec import load_spec
 
     uri = resolve_tracking_uri(tracking_uri)
+    spool = offline_root() / run_id
+    if spool.is_dir():  # its last writes (the status among them) never reached the store
+        raise UserError(f"run '{run_id}' has writes kept offline in {spool} from an MLflow outage: upload them "
+                        f"with `workbench sync {run_id}`, then resume")
     database = sqlite_path(uri)
     if database is not None and not database.is_file():  # opening it would create an empty store
         raise UserError(f"no MLflow store at {database}: give the --tracking-uri the run was logged to")

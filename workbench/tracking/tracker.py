@@ -129,6 +129,7 @@ class RunTracker(Hook):
         self._clip_rows = 0
         self._next_pull = 0.0
         self._epochs_logged_until = -1  # resumed runs: the last step whose epoch metrics MLflow has
+        self._stats_logged_until = -1  # ... and whose statistics (rows up to it still count for clip/fraction)
         self._finished = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -196,7 +197,7 @@ class RunTracker(Hook):
             # The first attempt may have logged past its last checkpoint; the resumed run recomputes
             # those steps bit for bit, so what is logged already is not sent twice.
             self._epochs_logged_until = _last_step(client, run_id, "epoch")
-            self._cursor = max(self._cursor, _last_step(client, run_id, "grad_norm/global"))
+            self._stats_logged_until = _last_step(client, run_id, "grad_norm/global")
             self._hook_in(run)
         except BaseException as exc:
             status = KILLED if isinstance(exc, KeyboardInterrupt) else FAILED
@@ -254,26 +255,34 @@ class RunTracker(Hook):
             _attempt("the queued metrics", self.metrics.close)
             if self.metrics.dropped:
                 _warn(f"{self.metrics.dropped} metric values were not logged: {self.metrics.error!r}")
-        plots = None
+        jobs: list = []
         if run is not None and self.plots:  # drawn in a child process meanwhile
-            plots = artifacts.PlotJob(record=record, history=run.trainer.history, gradients=self._gradients)
-        if run is not None:
-            if record is not None:
-                _attempt("the statistics record", artifacts.log_record, self.client, self.run_id, record)
-            _attempt("the model", artifacts.log_model, self.client, self.run_id, run.model, self.spec)
-        if record is not None and self.verdict is None:
-            _attempt("the diagnosis", self._diagnose, record)
-        if self.checkpoint_dir is not None:
-            _attempt("the checkpoint", self._log_checkpoint)
-        if plots is not None:
-            _attempt("the plots", plots.finish, self.client, self.run_id)
+            _attempt("the plots", lambda: jobs.append(artifacts.PlotJob(
+                record=record, history=run.trainer.history, gradients=self._gradients)))
+        try:
+            if run is not None:
+                if record is not None:
+                    _attempt("the statistics record", artifacts.log_record, self.client, self.run_id, record)
+                _attempt("the model", artifacts.log_model, self.client, self.run_id, run.model, self.spec)
+            if record is not None and self.verdict is None:
+                _attempt("the diagnosis", self._diagnose, record)
+            if self.checkpoint_dir is not None:
+                _attempt("the checkpoint", self._log_checkpoint)
+            for job in jobs:
+                _attempt("the plots", job.finish, self.client, self.run_id)
+        finally:  # saving abandoned (a second interrupt): no child left drawing, no folder left behind
+            for job in jobs:
+                job.close()
         _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
         if self.client.offline:  # the store may be back by now: then nothing is left for `workbench sync`
-            uploaded = self.client.try_upload()
-            if uploaded is not None:
-                print(f"workbench: MLflow at {self.tracking_uri} answers again: uploaded what was kept offline "
-                      f"for run {self.run_id} ({uploaded.metric_values} metric values, "
-                      f"{uploaded.operations} operations)", file=sys.stderr, flush=True)
+            _attempt("what was kept offline (run `workbench sync`)", self._upload_offline)
+
+    def _upload_offline(self) -> None:
+        uploaded = self.client.try_upload()
+        if uploaded is not None:
+            print(f"workbench: MLflow at {self.tracking_uri} answers again: uploaded what was kept offline "
+                  f"for run {self.run_id} ({uploaded.metric_values} metric values, "
+                  f"{uploaded.operations} operations)", file=sys.stderr, flush=True)
 
     def _log_checkpoint(self) -> None:
         """Upload the last epoch's checkpoint as `checkpoint/` (what `workbench run --resume` reads)."""
@@ -343,7 +352,7 @@ class RunTracker(Hook):
             return
         rows = slice(rows.start, stop)
         steps = record.steps[rows]
-        keep = steps % self.log_every == 0
+        keep = (steps % self.log_every == 0) & (steps > self._stats_logged_until)
         clip = self._clip_fractions(record, rows)
         if keep.any():
             keys, columns = self._columns(record, rows, keep)

@@ -104,8 +104,14 @@ class Optimizer:
         if len(groups) == 1:
             run(groups[0])
         else:
+            errors = np.geterr()  # numpy's error state is per thread: the pool's threads take the caller's
+
+            def run_as_caller(blocks: list) -> None:
+                with np.errstate(**errors):
+                    run(blocks)
+
             pool = self._thread_pool(len(groups) - 1)
-            futures = [pool.submit(run, group) for group in groups[1:]]
+            futures = [pool.submit(run_as_caller, group) for group in groups[1:]]
             run(groups[0])
             for future in futures:
                 future.result()
