@@ -168,10 +168,12 @@ def test_out_of_range_gives_an_example_and_dropout_a_fix() -> None:
     assert "use 0 for none" in error_of({"model": {"dropout": 1.0}})
 
 
-def test_regression_losses_are_allowed_on_any_source() -> None:
+def test_regression_losses_fit_regression_sources_and_files_only() -> None:
     for loss in ("mse", "mae", "huber"):
         spec_from_dict({"data": {"source": "diabetes"}, "training": {"loss": loss}})
-        spec_from_dict({"data": {"source": "iris"}, "training": {"loss": loss}})
+        spec_from_dict({"data": {"source": "npz", "path": "data/my.npz"}, "training": {"loss": loss}})
+        message = error_of({"data": {"source": "iris"}, "training": {"loss": loss}})
+        assert f'training.loss = "{loss}" is a regression loss' in message and '"cross_entropy"' in message
 
 
 def test_not_a_mapping() -> None:

@@ -59,6 +59,11 @@ def make_loss(spec: Spec, data: Dataset) -> Loss:
             f'training.loss = "{name}" needs a classification data set, but {data.name} is a regression set: '
             f"use one of {REGRESSION_LOSSES}"
         )
+    if cls.task == "regression" and data.task == "classification":
+        raise UserError(
+            f'training.loss = "{name}" is a regression loss, but {data.name} is a classification set '
+            f'({data.n_classes} classes): use training.loss = "cross_entropy"'
+        )
     if name == "binary_cross_entropy" and data.n_classes != 2:
         raise UserError(
             f'training.loss = "binary_cross_entropy" needs 2 classes, but {data.name} has {data.n_classes}: '

@@ -69,6 +69,12 @@ def _check_cross_fields(spec: Spec, where: Any) -> None:
             f"set training.loss to one of {', '.join(REGRESSION_LOSSES)}"
         )
         raise UserError(located(message, where("training.loss", "data.source")))
+    if source not in REGRESSION_SOURCES and source not in FILE_SOURCES and loss in REGRESSION_LOSSES:
+        message = (
+            f'training.loss = "{loss}" is a regression loss but data.source = "{source}" is a classification set '
+            '(class labels, not values): set training.loss = "cross_entropy"'
+        )
+        raise UserError(located(message, where("training.loss", "data.source")))
 
 
 _MISSING = object()
