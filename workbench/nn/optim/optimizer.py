@@ -63,6 +63,9 @@ class Optimizer:
         self.state = self.transform.init(params)
         self.step_count = 0
         self.threads = threads  # blocked steps: None = as many as numpy's BLAS uses, at most the cores
+        self._size = sum(param.size for param in params.values())
+        links = self.transform.links
+        self._elementwise = links is not None and all(link.prepare is not None for link in links)
         self._plan: tuple | None = None  # (identity of the arrays, blocks per thread), rebuilt when they change
         self._pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid that made it, pool)
 
@@ -119,7 +122,7 @@ class Optimizer:
 
     def _blocks(self, grads: Params) -> list[list] | None:
         """Per thread, its blocks (key, grad, param, [slots of each link]) as flat views; None for a plain step."""
-        if self.transform.links is None or any(link.prepare is None for link in self.transform.links):
+        if not self._elementwise or self._size < BLOCKED_MIN_SIZE:  # a small model: no per-step bookkeeping
             return None
         identity = tuple((id(grads.get(key)), id(param)) for key, param in self.params.items())
         if self._plan is not None and self._plan[0] == identity:

@@ -49,10 +49,18 @@ class GradientTransformation(NamedTuple):
 def elementwise(name: str, init: Callable[[Params], State], prepare: Callable[[State], Kernel]) -> GradientTransformation:
     """A link defined by its per-parameter kernel; `update` runs the kernel once per parameter."""
 
+    cached: list = [None, {}]  # [the state, key -> its slots]: the buffers never change, only their values
+
     def update(grads: Params, state: State, params: Params) -> None:
         kernel = prepare(state)
+        if cached[0] is not state:
+            cached[0], cached[1] = state, {}
+        slots = cached[1]
         for key, grad in grads.items():
-            kernel(key, grad, param_slots(state, key), params[key])
+            found = slots.get(key)
+            if found is None:
+                found = slots[key] = param_slots(state, key)
+            kernel(key, grad, found, params[key])
 
     return GradientTransformation(name, init, update, None, prepare)
 
