@@ -343,6 +343,10 @@ def test_resolve_tracking_uri(tmp_path, monkeypatch):
     assert resolve_tracking_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
 
 
+PLOT_NAMES = ("loss.png", "gradient_flow.png", "grad_norms.png", "update_ratios.png", "activation_std.png",
+              "grad_histograms.png")
+
+
 @pytest.mark.parametrize("child", ["draws", "crashes", "no-fork"])
 def test_plot_job_uploads_every_plot_whether_the_child_draws_them_or_not(tmp_path, monkeypatch, child):
     """The plots are drawn in a forked child while the rest uploads; a child that dies, or no fork at all,
@@ -360,17 +364,17 @@ def test_plot_job_uploads_every_plot_whether_the_child_draws_them_or_not(tmp_pat
     run.trainer.register(snapshot)
     run.trainer.fit()
     if child == "crashes":
-        monkeypatch.setattr(artifacts, "_draw_in_child", lambda folder, inputs: _os._exit(3))
+        monkeypatch.setattr(artifacts, "_draw_in_child", lambda folder, inputs, names: _os._exit(3))
     elif child == "no-fork":
         monkeypatch.setattr(artifacts.multiprocessing, "get_context", lambda method: (_ for _ in ()).throw(
             ValueError(f"cannot find context for {method!r}")))
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = client.create_run(client.create_experiment("plots", (tmp_path / "art").as_uri())).info.run_id
     job = artifacts.PlotJob(record=run.record, history=run.trainer.history, gradients=snapshot)
-    assert (job.process is not None) == (child != "no-fork")
+    processes = [process for process, _ in job.processes]
+    assert len(processes) == 2 and all((p is not None) == (child != "no-fork") for p in processes)
+    assert sorted(name for _, names in job.processes for name in names) == sorted(PLOT_NAMES)
     assert job.finish(client, run_id) == 6
-    assert job.process is None or job.process.exitcode == (3 if child == "crashes" else 0)
-    assert {a.path for a in client.list_artifacts(run_id, "plots")} == {
-        "plots/loss.png", "plots/gradient_flow.png", "plots/grad_norms.png", "plots/update_ratios.png",
-        "plots/activation_std.png", "plots/grad_histograms.png"}
+    assert all(p is None or p.exitcode == (3 if child == "crashes" else 0) for p in processes)
+    assert {a.path for a in client.list_artifacts(run_id, "plots")} == {f"plots/{name}" for name in PLOT_NAMES}
     assert not job.folder.exists()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,10 @@ PLOT_FILES: dict[str, tuple[str, Callable[..., Figure]]] = {
 }
 
 
-def save_run_plots(out_dir: str | Path, *, record=None, history: Mapping | None = None, gradients=None) -> list[Path]:
-    """Draw every plot the inputs allow and save it as `out_dir/<name>.png`; returns the paths written.
+def save_run_plots(out_dir: str | Path, *, record=None, history: Mapping | None = None, gradients=None,
+                   names: Collection[str] | None = None) -> list[Path]:
+    """Draw every plot the inputs allow (of `names`, default all of `PLOT_FILES`) and save it as
+    `out_dir/<name>.png`; returns the paths written.
 
     `record`: the run's StatsRecord; `history`: the trainer's epoch history; `gradients`:
     a `GradientSnapshot` (or a layer name -> dL/dW mapping) for the histograms.
@@ -39,6 +41,8 @@ def save_run_plots(out_dir: str | Path, *, record=None, history: Mapping | None 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (needs, draw) in PLOT_FILES.items():
+        if names is not None and name not in names:
+            continue
         if not _available(needs, record, history, gradients):
             continue
         try:

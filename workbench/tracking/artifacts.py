@@ -40,35 +40,44 @@ def log_record(client, run_id: str, record) -> None:
 
 
 class PlotJob:
-    """The run's plots, drawn in a forked child process (Linux) while the caller uploads the rest and
-    diagnoses: drawing takes about as long as all of that (1-2 s). `finish` waits for the child,
-    draws the plots itself if the child failed or fork is not available, and uploads `plots/`."""
+    """The run's plots, drawn in forked child processes (Linux; the plots split between `CHILDREN`) while
+    the caller uploads the rest and diagnoses: drawing takes longer than all of that (1-2 s). `finish`
+    waits for the children, draws itself what a failed child did not (or everything, without fork),
+    and uploads `plots/`."""
 
-    TIMEOUT_S = 60.0  # then the child is taken as hung (a lock held at fork time) and the parent draws
+    CHILDREN = 2  # this machine's cores: the parent's diagnosis figure runs beside them
+    TIMEOUT_S = 60.0  # then a child is taken as hung (a lock held at fork time) and the parent draws
 
     def __init__(self, *, record, history, gradients=None) -> None:
         self.inputs = {"record": record, "history": history, "gradients": gradients}
         self.folder = Path(tempfile.mkdtemp(prefix="workbench-plots-"))
-        self.process = None
-        if sys.platform == "linux" and not multiprocessing.current_process().daemon:
-            try:
-                self.process = multiprocessing.get_context("fork").Process(
-                    target=_draw_in_child, args=(self.folder, self.inputs), name="workbench-plots", daemon=True)
-                self.process.start()
-            except Exception:  # noqa: BLE001 - no fork here: draw in finish()
-                self.process = None
+        self.processes: list = []  # (process or None, the plot names it draws)
+        names = _plot_names()
+        shares = [names[i :: self.CHILDREN] for i in range(self.CHILDREN)]
+        forking = sys.platform == "linux" and not multiprocessing.current_process().daemon
+        for share in shares:
+            process = None
+            if forking and share:
+                try:
+                    process = multiprocessing.get_context("fork").Process(
+                        target=_draw_in_child, args=(self.folder, self.inputs, share), name="workbench-plots",
+                        daemon=True)
+                    process.start()
+                except Exception:  # noqa: BLE001 - no fork here: drawn in finish()
+                    process = None
+            self.processes.append((process, share))
 
     def finish(self, client, run_id: str) -> int:
-        """Upload the plots (drawn by the child, or here); returns how many."""
+        """Upload the plots (drawn by the children, or here); returns how many."""
         try:
-            drawn = False
-            if self.process is not None:
-                self.process.join(self.TIMEOUT_S)
-                self._stop_child()
-                drawn = self.process.exitcode == 0
-            if not drawn:
-                if not _save_plots(self.folder, self.inputs):
-                    return 0
+            for process, share in self.processes:
+                drawn = False
+                if process is not None:
+                    process.join(self.TIMEOUT_S)
+                    _stop(process)
+                    drawn = process.exitcode == 0
+                if not drawn and share:
+                    _save_plots(self.folder, self.inputs, share)
             files = sorted(self.folder.glob("*.png"))
             if files:
                 client.log_artifacts(run_id, str(self.folder), PLOTS_DIR)
@@ -77,29 +86,39 @@ class PlotJob:
             self.close()
 
     def close(self) -> None:
-        """Stop the child if it still runs and remove the folder (saving abandoned, or done)."""
-        self._stop_child()
+        """Stop the children still running and remove the folder (saving abandoned, or done)."""
+        for process, _ in self.processes:
+            _stop(process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _stop_child(self) -> None:
-        if self.process is not None and self.process.is_alive():
-            self.process.kill()
-            self.process.join()
+
+def _stop(process) -> None:
+    if process is not None and process.is_alive():
+        process.kill()
+        process.join()
 
 
-def _save_plots(folder: Path, inputs: dict) -> bool:
+def _plot_names() -> list[str]:
+    try:
+        from workbench.plots.run_plots import PLOT_FILES
+    except ImportError:
+        return []
+    return list(PLOT_FILES)
+
+
+def _save_plots(folder: Path, inputs: dict, names) -> bool:
     try:
         from workbench.plots import save_run_plots
     except ImportError:
         return False
-    save_run_plots(folder, **inputs)
+    save_run_plots(folder, names=names, **inputs)
     return True
 
 
-def _draw_in_child(folder: Path, inputs: dict) -> None:
+def _draw_in_child(folder: Path, inputs: dict, names) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: a SIGTERM ends the child
-    _save_plots(folder, inputs)
+    _save_plots(folder, inputs, names)
 
 
 def log_model(client, run_id: str, model, spec) -> None:
