@@ -198,3 +198,28 @@ def test_resume_waits_for_the_offline_writes_to_be_uploaded(store, capsys):
     assert main(["run", "--resume", run_id, "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"workbench sync {run_id}" in err
+
+
+def test_a_studys_report_is_kept_offline_when_the_server_is_gone_and_synced_later(store, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from workbench.studies.parent_run import finish_parent_run
+
+    client, uri, run_id = store  # the parent run, as the study created it while the server answered
+    folder = tmp_path / "report"
+    folder.mkdir()
+    (folder / "report.md").write_text("| config | mean |\n")
+    report = SimpleNamespace(counts={"COMPLETE": 3, "PRUNED": 1, "FAIL": 0}, epochs_total=40, best=None,
+                             metric="val/accuracy", comparison="a vs b: within noise", folder=folder)
+    settings = SimpleNamespace(tracking_uri=dead_http_uri())
+    finish_parent_run(settings, run_id, report, "FINISHED")  # the server is gone: nothing raised
+    err = capsys.readouterr().err
+    assert err.count("stopped answering") == 1 and "workbench sync" in err
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    assert main(["sync", "--tracking-uri", uri]) == 0
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["trials/complete"] == 3 and run.data.metrics["epochs/total"] == 40
+    assert run.data.tags["workbench.comparison"] == "a vs b: within noise"
+    assert [a.path for a in client.list_artifacts(run_id, "report")] == ["report/report.md"]

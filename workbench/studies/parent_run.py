@@ -7,6 +7,7 @@ the study's budget lock, so workers started together on several machines share o
 
 from __future__ import annotations
 
+import sys
 import time
 
 from workbench.studies.objective import TAG_ROLE, TAG_STUDY
@@ -55,12 +56,26 @@ def set_running_tags(client, run_id: str, settings) -> None:
 
 
 def finish_parent_run(settings, run_id: str, report, status: str) -> None:
-    """Metrics, tags and the report/ artifacts on the parent run; then its status."""
+    """Metrics, tags and the report/ artifacts on the parent run; then its status. If the tracking
+    server stops answering, they are kept offline for `workbench sync`, as a trial's are."""
     from mlflow.entities import Metric
 
     from workbench.tracking import open_client
+    from workbench.tracking.offline import ResilientClient, bound_http_retries
+    from workbench.tracking.uri import is_remote
 
-    client = open_client(settings.tracking_uri)
+    if is_remote(settings.tracking_uri):
+        bound_http_retries()
+    client = ResilientClient(open_client(settings.tracking_uri), run_id)
+    try:
+        _log_report(client, run_id, report, status, Metric)
+    finally:
+        if client.try_upload() is not None:  # the server came back while the report was being kept offline
+            print(f"workbench: MLflow at {settings.tracking_uri} answers again: the study's report is uploaded",
+                  file=sys.stderr, flush=True)
+
+
+def _log_report(client, run_id: str, report, status: str, Metric) -> None:
     now = int(time.time() * 1000)
     counts = report.counts
     metrics = {f"trials/{state.lower()}": float(n) for state, n in counts.items()}
