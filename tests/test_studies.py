@@ -5,6 +5,7 @@ Tiny specs (moons, hidden [16], 3 epochs) so that a trial takes well under a sec
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -114,6 +115,32 @@ def test_study_script_typo_exits_2_with_one_line(tmp_path):
         "typo_study.py: error: search space key 'optimiser.lr' is not a spec key: did you mean 'optimizer.lr'? "
         "(see workbench/spec/schema.py)"]
     assert not (tmp_path / "optuna.journal").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_study_with_an_unreachable_tracking_server_exits_2_with_one_line_in_seconds(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    script = tmp_path / "dead_server_study.py"
+    script.write_text(textwrap.dedent("""
+        from workbench.studies import Float, Study
+        study = Study(name="dead-server", base={"data": {"source": "moons", "n_samples": 200}},
+                      space={"optimizer.lr": Float(1e-3, 1e-1, log=True)})
+        if __name__ == "__main__":
+            study.main()
+    """))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(script), "--n-trials", "1", "--tracking-uri", dead], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"dead_server_study.py: error: cannot log the study to MLflow at {dead}")
+    assert "check --tracking-uri" in lines[0]
+    assert time.monotonic() - start < 60  # MLflow's own retries would take about 4 minutes
 
 
 # -- workers, budget, resume ---------------------------------------------------------------------------

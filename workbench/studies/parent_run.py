@@ -16,7 +16,27 @@ ROLE_STUDY = "study"
 
 
 def ensure_parent_run(settings, study) -> tuple[str, bool]:
-    """(run id, created) of the study's parent run, set RUNNING; created with the study's params."""
+    """(run id, created) of the study's parent run, set RUNNING; created with the study's params.
+
+    A store that cannot be reached is a user error (one line, before any trial runs), found in
+    seconds: MLflow's HTTP retries are bounded as for a run.
+    """
+    from workbench.errors import UserError
+    from workbench.tracking.offline import bound_http_retries, first_line
+    from workbench.tracking.uri import is_remote
+
+    if is_remote(settings.tracking_uri):
+        bound_http_retries()
+    try:
+        return _ensure_parent_run(settings, study)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and HTTP errors alike
+        raise UserError(f"cannot log the study to MLflow at {settings.tracking_uri}: {first_line(exc)} "
+                        "(check --tracking-uri or MLFLOW_TRACKING_URI, and that the server runs)") from exc
+
+
+def _ensure_parent_run(settings, study) -> tuple[str, bool]:
     from mlflow.entities import Param
 
     from workbench.tracking import ensure_experiment, open_client
