@@ -222,7 +222,8 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
     from workbench.studies.parent_run import ensure_parent_run, finish_parent_run
     from workbench.studies.report import build_report
     from workbench.studies.storage import open_storage
-    from workbench.studies.workers import blas_threads, budget_used, cores, run_workers
+    from workbench.machine import cores
+    from workbench.studies.workers import blas_threads, budget_used, run_workers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(settings.storage)

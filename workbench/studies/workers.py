@@ -29,6 +29,7 @@ import threading
 import time
 import warnings
 
+from workbench.machine import cores
 from workbench.studies.lost_trials import StaleTrialHandler, process_start_ticks, queue_retry, reap_lost_trials
 from workbench.studies.objective import COMPLETE, PRUNED, run_trial
 from workbench.studies.report import short_key
@@ -42,13 +43,6 @@ EXIT_INTERRUPTED = 130
 def worker_id() -> str:
     """How a trial names its worker: host:pid (a lost worker's trials are found by it)."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def threads_per_worker(workers: int) -> int:

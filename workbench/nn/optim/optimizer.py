@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from workbench.errors import UserError
+from workbench.machine import blas_threads_in_use, cores
 from workbench.nn.optim.schedules import ConstantSchedule
 from workbench.nn.optim.transforms import GradientTransformation, Params, chain, link_names, param_slots
 
@@ -132,7 +133,7 @@ class Optimizer:
         return groups
 
     def _plan_blocks(self, grads: Params) -> list[list] | None:
-        total = sum(param.size for param in self.params.values())
+        total = self._size
         if total < BLOCKED_MIN_SIZE or set(grads) != set(self.params):
             return None
         link_states = [self.state[name] for name in link_names(self.transform.links)]
@@ -144,7 +145,7 @@ class Optimizer:
                 return None  # a flat view would be a copy: blocks would update copies
             arrays.append((key, grads[key].reshape(-1), param.reshape(-1),
                            [{slot: a.reshape(-1) for slot, a in link.items()} for link in slots]))
-        threads = self.threads or min(_blas_threads(), _cores())  # an explicit number is taken as given
+        threads = self.threads or min(blas_threads_in_use(), cores())  # an explicit number is taken as given
         threads = max(1, min(threads, -(-total // BLOCK_SIZE)))
         share = -(-total // threads)  # elements per thread, blocks cut at the shares' borders
         groups: list[list] = [[] for _ in range(threads)]
@@ -197,19 +198,3 @@ class Optimizer:
     def __repr__(self) -> str:
         links = ", ".join(link.name for link in self.transform.links)
         return f"Optimizer(chain({links}), schedule={self.schedule!r}, step_count={self.step_count})"
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _blas_threads() -> int:
-    """Threads numpy's BLAS uses now (threadpoolctl); 1 when that cannot be told."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return 1
-    return max((info.get("num_threads", 1) for info in threadpool_info() if info.get("user_api") == "blas"), default=1)
