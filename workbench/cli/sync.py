@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from workbench.tracking.offline import bound_http_retries, first_line, offline_root, spooled_runs, upload
+    from workbench.tracking.offline import first_line, offline_root, spooled_runs, upload
 
     root = offline_root(args.dir)
     if args.dir is not None and not root.is_dir():
@@ -37,7 +37,6 @@ def handle(args: argparse.Namespace) -> int:
     if not spools:
         print(f"nothing to upload: no run kept offline in {root}")
         return EXIT_OK
-    bound_http_retries()
     failed = 0
     for path in spools:
         try:

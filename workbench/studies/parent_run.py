@@ -23,10 +23,8 @@ def ensure_parent_run(settings, study) -> tuple[str, bool]:
     """
     from workbench.errors import UserError
     from workbench.tracking.offline import bound_http_retries, first_line
-    from workbench.tracking.uri import is_remote
 
-    if is_remote(settings.tracking_uri):
-        bound_http_retries()
+    bound_http_retries(settings.tracking_uri)
     try:
         return _ensure_parent_run(settings, study)
     except UserError:
@@ -82,10 +80,8 @@ def finish_parent_run(settings, run_id: str, report, status: str) -> None:
 
     from workbench.tracking import open_client
     from workbench.tracking.offline import ResilientClient, bound_http_retries
-    from workbench.tracking.uri import is_remote
 
-    if is_remote(settings.tracking_uri):
-        bound_http_retries()
+    bound_http_retries(settings.tracking_uri)
     client = ResilientClient(open_client(settings.tracking_uri), run_id)
     try:
         _log_report(client, run_id, report, status, Metric)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from workbench.tracking.uri import is_remote
+
 OFFLINE_DIR_ENV = "WORKBENCH_OFFLINE_DIR"
 DEFAULT_OFFLINE_DIR = Path(".workbench") / "offline"
 RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # between our attempts; each attempt includes MLflow's bounded HTTP retries
@@ -57,8 +59,11 @@ def offline_root(directory: str | os.PathLike | None = None) -> Path:
     return Path(directory or os.environ.get(OFFLINE_DIR_ENV) or DEFAULT_OFFLINE_DIR).resolve()
 
 
-def bound_http_retries() -> None:
-    """Cap MLflow's per-call HTTP retries and timeout (our own backoff retries on top), unless set by the user."""
+def bound_http_retries(tracking_uri: str) -> None:
+    """For an http(s) store: cap MLflow's per-call HTTP retries and timeout (our own backoff retries on
+    top), unless the user set them. Other stores make no HTTP calls: nothing to do."""
+    if not is_remote(tracking_uri):
+        return
     for key, value in HTTP_RETRY_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
@@ -324,6 +329,7 @@ def upload(directory: str | os.PathLike, tracking_uri: str | None = None) -> Upl
                             "`workbench sync`: try again once that has ended") from exc
         meta = json.loads((directory / META).read_text())
         uri, run_id = tracking_uri or meta["tracking_uri"], meta["run_id"]
+        bound_http_retries(uri)
         client = MlflowClient(uri)
         progress = directory / PROGRESS
         done = int(progress.read_text()) if progress.exists() else 0

@@ -47,7 +47,7 @@ from workbench.tracking import artifacts
 from workbench.tracking.experiments import ensure_experiment, open_client
 from workbench.tracking.metric_logger import MetricBlock, MetricLogger
 from workbench.tracking.offline import ResilientClient, bound_http_retries
-from workbench.tracking.uri import is_remote, resolve_tracking_uri
+from workbench.tracking.uri import resolve_tracking_uri
 from workbench.training import FAILED, KILLED, Hook
 
 # Per-layer statistics shown in the MLflow UI as `<stat>/<layer>` (the record holds more).
@@ -138,8 +138,7 @@ class RunTracker(Hook):
         from mlflow.entities import Param
 
         uri = resolve_tracking_uri(self.tracking_uri)
-        if is_remote(uri):
-            bound_http_retries()
+        bound_http_retries(uri)
         try:  # connecting: any failure here is a store the user named that does not work
             client = open_client(uri)
             self.experiment_id = ensure_experiment(client, self.experiment_name)
@@ -153,18 +152,12 @@ class RunTracker(Hook):
         self.tracking_uri = uri
         self.run_id = created.info.run_id
         self.client = ResilientClient(client, self.run_id)  # an outage from here on: retries, then a local spool
-        try:
+        with self._closed_if_setup_fails():
             params = [Param(k, v) for k, v in spec_params(self.spec).items()]
             for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
                 self.client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS_PER_BATCH], synchronous=True)
             artifacts.log_spec(self.client, self.run_id, self.spec)
             self._hook_in(run)
-        except BaseException as exc:
-            status = KILLED if isinstance(exc, KeyboardInterrupt) else FAILED
-            _attempt("the status reason", self.client.set_tag, self.run_id, TAG_STATUS_REASON,
-                     _short(f"tracking setup: {type(exc).__name__}: {exc}"))
-            _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
-            raise
         return self.run_id
 
     def resume(self, run, run_id: str) -> str:
@@ -174,8 +167,7 @@ class RunTracker(Hook):
         restored record are not sent again.
         """
         uri = resolve_tracking_uri(self.tracking_uri)
-        if is_remote(uri):
-            bound_http_retries()
+        bound_http_retries(uri)
         try:
             client = open_client(uri)
             info = client.get_run(run_id).info
@@ -185,7 +177,7 @@ class RunTracker(Hook):
             message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"cannot resume MLflow run '{run_id}' at {uri}: {message}") from exc
         self.tracking_uri, self.run_id, self.experiment_id = uri, run_id, info.experiment_id
-        try:
+        with self._closed_if_setup_fails():
             with contextlib.suppress(Exception):  # the reason of the attempt that stopped no longer holds
                 self.client.delete_tag(run_id, TAG_STATUS_REASON)
             with contextlib.suppress(Exception):
@@ -199,13 +191,19 @@ class RunTracker(Hook):
             self._epochs_logged_until = _last_step(client, run_id, "epoch")
             self._stats_logged_until = _last_step(client, run_id, "grad_norm/global")
             self._hook_in(run)
+        return run_id
+
+    @contextlib.contextmanager
+    def _closed_if_setup_fails(self):
+        """A run whose setup fails (or is interrupted) after it exists ends FAILED (KILLED) with the reason."""
+        try:
+            yield
         except BaseException as exc:
             status = KILLED if isinstance(exc, KeyboardInterrupt) else FAILED
             _attempt("the status reason", self.client.set_tag, self.run_id, TAG_STATUS_REASON,
                      _short(f"tracking setup: {type(exc).__name__}: {exc}"))
             _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
             raise
-        return run_id
 
     def _hook_in(self, run) -> None:
         """Start the sender and register this hook, the gradient snapshot and the checkpoint hook."""
