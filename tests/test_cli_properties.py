@@ -82,7 +82,7 @@ keys = st.one_of(st.sampled_from(KEYS), st.sampled_from(KEYS), unknown_keys)
 
 def plausible(field):
     """Values of the right type, mostly in range, for one known key (so some specs are valid)."""
-    from workbench.spec.constraints import Choices
+    from workbench.constraints import Choices
 
     if isinstance(field.constraint, Choices):
         return st.sampled_from(field.constraint.names)

@@ -24,7 +24,7 @@ from workbench.spec import (
     load_spec,
     spec_from_dict,
 )
-from workbench.spec.constraints import Choices
+from workbench.constraints import Choices
 from workbench.spec.sections import SECTION_CLASSES
 
 NON_DEFAULT = {

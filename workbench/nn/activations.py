@@ -19,6 +19,14 @@ class Activation(Layer):
 
     kind = "activation"
     activation = "identity"
+    prefix = "act"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.type_name = cls.activation  # every activation name is a layer type
+
+    def describe(self) -> str:
+        return self.activation
 
     def __init__(self, name: str) -> None:
         super().__init__(name)

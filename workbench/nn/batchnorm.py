@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from workbench.constraints import Interval
+from workbench.nn.keys import Key
 from workbench.nn.layer import Layer
 
 
 class BatchNorm(Layer):
     kind = "batchnorm"
+    type_name = "batch_norm"
+    prefix = "bn"
+    normalizes = True
+    keys = (
+        Key("momentum", float, 0.1, Interval(0, 1, "right"), "weight of the batch in the running statistics"),
+        Key("eps", float, 1e-5, Interval(0, None, "neither"), "added to the variance"),
+    )
 
     def __init__(self, name: str, size: int, dtype: np.dtype, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__(name)
@@ -26,6 +35,16 @@ class BatchNorm(Layer):
         self.running_var = np.ones(size, dtype)
         self.momentum = float(momentum)
         self.eps = float(eps)
+
+    @classmethod
+    def from_config(cls, name, config, input_shape, ctx):
+        layer = cls(name, int(input_shape[0]), ctx.dtype, config["momentum"], config["eps"])
+        ctx.reserve(2 * int(input_shape[0]))
+        layer.item = {k: v for k, v in config.items() if k != "type"}
+        return layer, tuple(input_shape)
+
+    def describe(self) -> str:
+        return "batchnorm"
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         if training:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from workbench.constraints import Interval
+from workbench.nn.keys import Key
 from workbench.nn.layer import Layer
 
 
 class Dropout(Layer):
     kind = "dropout"
+    type_name = "dropout"
+    prefix = "drop"
+    keys = (Key("rate", float, 0.5, Interval(0, 1, "left"), "fraction of units dropped in training"),)
 
     def __init__(self, name: str, rate: float, rng: np.random.Generator) -> None:
         super().__init__(name)
@@ -23,6 +28,15 @@ class Dropout(Layer):
         self.rng = rng
         self.freeze_mask = False
         self._mask: np.ndarray | None = None
+
+    @classmethod
+    def from_config(cls, name, config, input_shape, ctx):
+        layer = cls(name, config["rate"], ctx.dropout_rng)
+        layer.item = {"rate": config["rate"]}
+        return layer, tuple(input_shape)
+
+    def describe(self) -> str:
+        return f"dropout {self.rate:g}"
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         if not training or self.rate == 0.0:

@@ -1,4 +1,11 @@
-"""Weight initializers by name. Each returns a (fan_in, fan_out) matrix; biases start at zero.
+"""Weight initializers by name, for weights of any shape; biases start at zero.
+
+`initializer(fan_in, fan_out, rng, scale, dtype, shape=None)` returns an array of
+`shape` (default: the dense layout (fan_in, fan_out)). `init_weight(name, shape, ...)`
+computes the fans from the shape as PyTorch and Keras do: a dense (in, out)
+matrix has fan_in = in, fan_out = out; a convolution kernel (out, in, *kernel)
+has fan_in = in x kernel area and fan_out = out x kernel area; so `he_normal`
+means the same thing in all three.
 
 `scale` is the std for `normal`, the half-width for `uniform`, and a gain
 multiplying the formula for every other scheme (1.0 reproduces the paper).
@@ -11,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-Initializer = Callable[[int, int, np.random.Generator, float, np.dtype], np.ndarray]
+Initializer = Callable[..., np.ndarray]
 
 
 def _uniform(limit: float, shape, rng, dtype) -> np.ndarray:
@@ -22,38 +29,42 @@ def _normal(std: float, shape, rng, dtype) -> np.ndarray:
     return (rng.standard_normal(size=shape) * std).astype(dtype)
 
 
-def standard(fan_in, fan_out, rng, scale, dtype):
+def standard(fan_in, fan_out, rng, scale, dtype, shape=None):
     """U[-1/sqrt(fan_in), 1/sqrt(fan_in)]: the common heuristic that Glorot & Bengio (2010, eq. 1) take as baseline."""
-    return _uniform(scale / math.sqrt(fan_in), (fan_in, fan_out), rng, dtype)
+    return _uniform(scale / math.sqrt(fan_in), shape or (fan_in, fan_out), rng, dtype)
 
 
-def xavier_uniform(fan_in, fan_out, rng, scale, dtype):
+def xavier_uniform(fan_in, fan_out, rng, scale, dtype, shape=None):
     """U[-a, a], a = sqrt(6 / (fan_in + fan_out)): 'normalized initialization', Glorot & Bengio (2010, eq. 16)."""
-    return _uniform(scale * math.sqrt(6.0 / (fan_in + fan_out)), (fan_in, fan_out), rng, dtype)
+    return _uniform(scale * math.sqrt(6.0 / (fan_in + fan_out)), shape or (fan_in, fan_out), rng, dtype)
 
 
-def xavier_normal(fan_in, fan_out, rng, scale, dtype):
+def xavier_normal(fan_in, fan_out, rng, scale, dtype, shape=None):
     """N(0, 2 / (fan_in + fan_out)): the Gaussian form of Glorot & Bengio (2010), same variance as eq. 16."""
-    return _normal(scale * math.sqrt(2.0 / (fan_in + fan_out)), (fan_in, fan_out), rng, dtype)
+    return _normal(scale * math.sqrt(2.0 / (fan_in + fan_out)), shape or (fan_in, fan_out), rng, dtype)
 
 
-def he_uniform(fan_in, fan_out, rng, scale, dtype):
+def he_uniform(fan_in, fan_out, rng, scale, dtype, shape=None):
     """U[-a, a], a = sqrt(6 / fan_in): variance 2/fan_in, He et al. (2015, eq. 10) in uniform form."""
-    return _uniform(scale * math.sqrt(6.0 / fan_in), (fan_in, fan_out), rng, dtype)
+    return _uniform(scale * math.sqrt(6.0 / fan_in), shape or (fan_in, fan_out), rng, dtype)
 
 
-def he_normal(fan_in, fan_out, rng, scale, dtype):
+def he_normal(fan_in, fan_out, rng, scale, dtype, shape=None):
     """N(0, 2 / fan_in): He et al. (2015, eq. 10), keeps the forward variance of ReLU networks (untruncated, as PyTorch)."""
-    return _normal(scale * math.sqrt(2.0 / fan_in), (fan_in, fan_out), rng, dtype)
+    return _normal(scale * math.sqrt(2.0 / fan_in), shape or (fan_in, fan_out), rng, dtype)
 
 
-def lecun_normal(fan_in, fan_out, rng, scale, dtype):
+def lecun_normal(fan_in, fan_out, rng, scale, dtype, shape=None):
     """N(0, 1 / fan_in): LeCun et al. (1998, 'Efficient BackProp', sec. 4.6)."""
-    return _normal(scale * math.sqrt(1.0 / fan_in), (fan_in, fan_out), rng, dtype)
+    return _normal(scale * math.sqrt(1.0 / fan_in), shape or (fan_in, fan_out), rng, dtype)
 
 
-def orthogonal(fan_in, fan_out, rng, scale, dtype):
+def orthogonal(fan_in, fan_out, rng, scale, dtype, shape=None):
     """A (semi-)orthogonal matrix times a gain: Saxe et al. (2014); QR of a Gaussian with the sign of diag(R) fixed."""
+    if shape is not None and len(shape) > 2:  # a kernel (out, in, *k): orthogonal rows over in x k
+        out = shape[0]
+        flat = orthogonal(int(np.prod(shape[1:])), out, rng, scale, dtype)
+        return np.ascontiguousarray(flat.T).reshape(shape)
     rows, cols = max(fan_in, fan_out), min(fan_in, fan_out)
     q, r = np.linalg.qr(rng.standard_normal(size=(rows, cols)))
     q *= np.sign(np.diag(r))
@@ -62,22 +73,37 @@ def orthogonal(fan_in, fan_out, rng, scale, dtype):
     return (scale * q).astype(dtype)
 
 
-def normal(fan_in, fan_out, rng, scale, dtype):
+def normal(fan_in, fan_out, rng, scale, dtype, shape=None):
     """N(0, scale^2): a fixed-scale Gaussian, the 'small random numbers' of early practice."""
-    return _normal(scale, (fan_in, fan_out), rng, dtype)
+    return _normal(scale, shape or (fan_in, fan_out), rng, dtype)
 
 
-def uniform(fan_in, fan_out, rng, scale, dtype):
+def uniform(fan_in, fan_out, rng, scale, dtype, shape=None):
     """U[-scale, scale]: a fixed-scale uniform."""
-    return _uniform(scale, (fan_in, fan_out), rng, dtype)
+    return _uniform(scale, shape or (fan_in, fan_out), rng, dtype)
 
 
-def zeros(fan_in, fan_out, rng, scale, dtype):
+def zeros(fan_in, fan_out, rng, scale, dtype, shape=None):
     """All zeros: every unit of a layer stays identical (a symmetry-breaking failure to study)."""
-    return np.zeros((fan_in, fan_out), dtype)
+    return np.zeros(shape or (fan_in, fan_out), dtype)
 
 
 INITIALIZERS: dict[str, Initializer] = {
     fn.__name__: fn
     for fn in (standard, xavier_uniform, xavier_normal, he_uniform, he_normal, lecun_normal, orthogonal, normal, uniform, zeros)
 }
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight: dense (in, out); kernel (out, in, *k) -> (in * k, out * k)."""
+    if len(shape) == 2:
+        return int(shape[0]), int(shape[1])
+    receptive = int(np.prod(shape[2:]))
+    return int(shape[1]) * receptive, int(shape[0]) * receptive
+
+
+def init_weight(name: str, shape: tuple[int, ...], rng: np.random.Generator, scale: float, dtype) -> np.ndarray:
+    """A weight of `shape` drawn by the initializer `name`, fans from the shape (see module docstring)."""
+    fan_in, fan_out = fans(shape)
+    shape = tuple(int(s) for s in shape)
+    return INITIALIZERS[name](fan_in, fan_out, rng, scale, np.dtype(dtype), shape if len(shape) != 2 else None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .constraints import (
+from workbench.constraints import (
     FRACTION,
     NON_NEGATIVE,
     OPEN_FRACTION,

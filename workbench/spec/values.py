@@ -13,7 +13,7 @@ from typing import Any
 
 from workbench.errors import UserError
 
-from .constraints import Choices, NonEmpty
+from workbench.constraints import Choices, NonEmpty
 from .messages import close_match, located, show
 from .schema import Field
 
