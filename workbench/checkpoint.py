@@ -42,7 +42,7 @@ CHECKPOINT_FILE, RECORD_FILE = "checkpoint.npz", "record.npz"
 def _dropout_layers(model) -> list:
     from workbench.nn.dropout import Dropout
 
-    return [layer for layer in model.layers if isinstance(layer, Dropout)]
+    return [layer for layer, _ in model.walk() if isinstance(layer, Dropout)]
 
 
 def _hook_of(run, cls):

@@ -15,7 +15,8 @@ from workbench.data import Dataset, load_dataset
 from workbench.errors import UserError
 from workbench.monitor import build_monitor_hooks
 from workbench.nn.losses import LOSSES, Huber, Loss
-from workbench.nn.model import Architecture, Sequential, build_model
+from workbench.nn.model import Architecture, Sequential, build_network
+from workbench.nn.registry import LAYERS
 from workbench.nn.optim import build_optimizer
 from workbench.spec import Spec
 from workbench.training import Hook, Trainer
@@ -72,7 +73,7 @@ def make_loss(spec: Spec, data: Dataset) -> Loss:
     return Huber(spec.training.huber_delta) if cls is Huber else cls()
 
 
-MAX_PARAMETERS = 100_000_000  # a numpy MLP beyond this is out of memory or out of patience
+from workbench.nn.build import MAX_PARAMETERS  # noqa: E402  (one limit for the shorthand and layer lists)
 
 
 def _check_model_size(n_inputs: int, hidden: tuple[int, ...], n_outputs: int) -> None:
@@ -84,6 +85,36 @@ def _check_model_size(n_inputs: int, hidden: tuple[int, ...], n_outputs: int) ->
             f"model.hidden = {list(hidden)} gives {count:,} parameters with {n_inputs} inputs, more than "
             f"{MAX_PARAMETERS:,}: use narrower or fewer hidden layers"
         )
+
+
+def input_shape_for(items: list[dict], data: Dataset) -> tuple[int, ...]:
+    """Images (C, H, W) for a model whose first layer takes images (a convolution), flat features otherwise."""
+    first = items[0] if items else None
+    while first is not None and "body" in first:  # a container first: its first layer decides
+        first = first["body"][0] if first["body"] else None
+    wants_images = first is not None and LAYERS[first["type"]].input_ndim == 3
+    if wants_images and data.sample_shape is not None:
+        return tuple(data.sample_shape)
+    return (data.n_features,)
+
+
+def build_model_for(spec: Spec, data: Dataset, n_outputs: int, rng, dropout_rng) -> tuple[Sequential, Dataset]:
+    """The spec's model for this data (and the data shaped as its first layer wants it)."""
+    m = spec.model
+    meta = {"task": data.task, "loss": spec.training.loss, "classes": [str(c) for c in data.classes]}
+    arch = None
+    if m.layers is None:
+        _check_model_size(data.n_features, m.hidden, n_outputs)
+        arch = Architecture(
+            n_inputs=data.n_features, n_outputs=n_outputs, hidden=tuple(m.hidden), activation=m.activation,
+            batch_norm=m.batch_norm, dropout=m.dropout, dtype=spec.dtype, meta=meta,
+        )
+    items = m.items()
+    shape = input_shape_for(items, data)
+    data = data.shaped(shape)
+    model = build_network(items, shape, n_outputs, init=m.init, init_scale=m.init_scale, dtype=spec.dtype,
+                          rng=rng, dropout_rng=dropout_rng, architecture=arch, meta=meta)
+    return model, data
 
 
 def seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
@@ -99,21 +130,14 @@ def build_run(spec: Spec, *, hooks: tuple[Hook, ...] = (), data: Dataset | None 
     if len(data.X_train) == 0:
         raise UserError(f"{data.name}: the training split is empty: lower data.test_fraction or data.val_fraction")
     init_rng, dropout_rng, shuffle_rng = seeds(spec.seed)
-    m = spec.model
-    _check_model_size(data.n_features, m.hidden, loss.output_units(data.n_outputs))
-    arch = Architecture(
-        n_inputs=data.n_features, n_outputs=loss.output_units(data.n_outputs), hidden=tuple(m.hidden),
-        activation=m.activation, batch_norm=m.batch_norm, dropout=m.dropout, dtype=spec.dtype,
-        meta={"task": data.task, "loss": spec.training.loss, "classes": [str(c) for c in data.classes]},
-    )
-    model = build_model(arch, init=m.init, init_scale=m.init_scale, rng=init_rng, dropout_rng=dropout_rng)
+    model, data = build_model_for(spec, data, loss.output_units(data.n_outputs), init_rng, dropout_rng)
     o, t = spec.optimizer, spec.training
     steps_per_epoch = max(1, -(-len(data.X_train) // t.batch_size))
     optimizer = build_optimizer(
         model.parameters(), o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
         beta1=o.beta1, beta2=o.beta2, eps=o.eps, rho=o.rho, schedule=o.schedule,
         steps_per_epoch=steps_per_epoch, epochs=t.epochs, step_size=o.step_size, gamma=o.gamma,
-        warmup_epochs=o.warmup_epochs, min_lr=o.min_lr,
+        warmup_epochs=o.warmup_epochs, min_lr=o.min_lr, weights=model.weight_names(),
     )
     es = spec.early_stopping
     monitor_hooks = build_monitor_hooks(

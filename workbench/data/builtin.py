@@ -24,7 +24,10 @@ def _bundled(loader_name: str, task: str, *, raw_features: bool = False) -> Call
         if task == "classification":
             names = getattr(bunch, "target_names", None)
             label_names = None if names is None else tuple(v.item() for v in np.asarray(names))
-            return RawData(name, name, task, X, np.asarray(bunch.target), features, label_names=label_names)
+            images = getattr(bunch, "images", None)  # digits: 8x8 gray images, one channel
+            shape = (1, *images.shape[1:]) if images is not None else None
+            return RawData(name, name, task, X, np.asarray(bunch.target), features, label_names=label_names,
+                           sample_shape=shape)
         y = np.asarray(bunch.target, dtype=np.float64).reshape(len(X), -1)
         return RawData(name, name, task, X, y, features, target_names=("target",))
 

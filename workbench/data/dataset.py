@@ -6,6 +6,7 @@ for sources with their own test set); `Dataset` is what `load_dataset` returns.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,10 +32,24 @@ class Dataset:
     n_outputs: int
     classes: tuple
     feature_names: tuple[str, ...]
+    sample_shape: tuple[int, ...] | None = None  # images: (C, H, W) of the flat features; None: flat only
 
     @property
     def n_features(self) -> int:
-        return int(self.X_train.shape[1])
+        return int(np.prod(self.X_train.shape[1:]))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The per-sample shape the arrays have now: (features,) or (C, H, W)."""
+        return tuple(int(s) for s in self.X_train.shape[1:])
+
+    def shaped(self, shape: tuple[int, ...]) -> "Dataset":
+        """The same data with samples of `shape` (views, no copy): images for a model that starts with a convolution."""
+        if tuple(shape) == self.input_shape:
+            return self
+        reshape = lambda X: X.reshape(len(X), *shape)  # noqa: E731
+        return dataclasses.replace(self, X_train=reshape(self.X_train), X_val=reshape(self.X_val),
+                                   X_test=reshape(self.X_test))
 
     def summary(self) -> str:
         """One line for logs and tags, e.g. 'digits: 1797 samples, 64 features, 10 classes (...)'."""
@@ -71,6 +86,7 @@ class RawData:
     row_word: str = "row"
     test: tuple[np.ndarray, np.ndarray] | None = None
     x_divisor: float = 1.0
+    sample_shape: tuple[int, ...] | None = None  # images (C, H, W): X holds them flattened
 
 
 @dataclass(frozen=True)

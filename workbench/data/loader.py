@@ -156,4 +156,5 @@ def load_dataset(
         n_outputs=n_outputs,
         classes=classes,
         feature_names=tuple(raw.feature_names),
+        sample_shape=raw.sample_shape,
     )

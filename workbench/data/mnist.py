@@ -136,5 +136,6 @@ def mnist(options: SourceOptions) -> RawData:
         else tuple(f"pixel_{i}" for i in range(X_train.shape[1]))
     )
     return RawData(
-        "mnist", str(options.path), "classification", X_train, y_train, names, test=(X_test, y_test), x_divisor=255.0
+        "mnist", str(options.path), "classification", X_train, y_train, names, test=(X_test, y_test), x_divisor=255.0,
+        sample_shape=(1, side, side) if side * side == X_train.shape[1] else None,
     )

@@ -37,8 +37,13 @@ def load_npz(options: SourceOptions) -> RawData:
     origin = str(options.path)
     arrays = _read(str(file), ("X", "y", "feature_names"))
     X, y = arrays["X"], arrays["y"]
+    sample_shape = None
+    if X.ndim == 4 and X.size:  # images (N, C, H, W): kept flat until a model asks for their shape
+        sample_shape = tuple(int(s) for s in X.shape[1:])
+        X = X.reshape(len(X), -1)
     if X.ndim != 2:
-        raise UserError(f"{origin}: X has shape {X.shape}, expected 2-D (examples, features): reshape it")
+        raise UserError(f"{origin}: X has shape {X.shape}, expected 2-D (examples, features) or 4-D images "
+                        "(examples, channels, height, width): reshape it")
     if y.ndim not in (1, 2):
         raise UserError(f"{origin}: y has shape {y.shape}, expected (n,) labels or (n, targets)")
     if len(X) != len(y):
@@ -60,5 +65,7 @@ def load_npz(options: SourceOptions) -> RawData:
             raise UserError(f"{origin}: y has dtype {y.dtype}: regression targets must be numbers")
         y2 = y.astype(np.float64).reshape(len(y), -1)
         targets = tuple(f"y{i}" for i in range(y2.shape[1])) if y2.shape[1] > 1 else ("y",)
-        return RawData(file.name, origin, "regression", X, y2, feature_names, target_names=targets)
-    return RawData(file.name, origin, "classification", X, y, feature_names, target_names=("y",))
+        return RawData(file.name, origin, "regression", X, y2, feature_names, target_names=targets,
+                       sample_shape=sample_shape)
+    return RawData(file.name, origin, "classification", X, y, feature_names, target_names=("y",),
+                   sample_shape=sample_shape)

@@ -35,7 +35,7 @@ def _finite(array: np.ndarray | None) -> bool:
 
 def first_nonfinite_output(model) -> str | None:
     """The first layer, in forward order, whose last output holds a NaN or Inf."""
-    for layer in model.layers:
+    for layer, _ in model.walk():
         if not _finite(model.outputs.get(layer.name)):
             return layer.name
     return None
@@ -43,7 +43,7 @@ def first_nonfinite_output(model) -> str | None:
 
 def first_nonfinite_gradient(model) -> str | None:
     """The first layer, walking back from the output, whose incoming or parameter gradient is non-finite."""
-    for layer in reversed(model.layers):
+    for layer, _ in reversed(list(model.walk())):
         if not _finite(model.grad_outputs.get(layer.name)):
             return layer.name
         if not all(_finite(g) for g in layer.grads.values()):

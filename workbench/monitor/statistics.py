@@ -1,8 +1,11 @@
 """Per-layer training statistics, recorded every `every` steps into a `StatsRecord`.
 
-Per dense layer i (columns `model.dense_layers`, input to output), W its weight
-matrix, s_i its output (pre-activation), y_i the block's activation output
-(the logits s_L for the output layer):
+Per layer with weights i (columns `model.columns()`: dense, convolutional, ...,
+nested ones included, input to output), W its weight (the first it declares),
+s_i its output (pre-activation), y_i the block's activation output (the layer's
+own output when no activation follows it in its container, the logits s_L for
+the output layer). Units are read on the axis the layer declares (`unit_axis`:
+the features of a dense layer, the channels of a convolution):
 
     grad_norm       ||dL/dW_i||                     (before clipping; W only)
     weight_norm     ||W_i(t)||                      (the weights that produced this step's gradient)
@@ -13,13 +16,14 @@ matrix, s_i its output (pre-activation), y_i the block's activation output
                                                     gives ||dL/ds_i|| / ||dL/ds_{i+1}||)
     act_mean        mean(y_i), act_std  std(y_i)    (over batch and units)
     dead_frac       relu: fraction of units whose output is 0 for every sample of the batch
-                    (found from the column sums, as relu outputs are >= 0); defined for relu
-                    only: 0 for the other activations, NaN for the output layer
+                    (and every position, for channels; found from the sums over all other
+                    axes, as relu outputs are >= 0); defined for relu only: 0 for the other
+                    activations, NaN where no activation follows (the output layer)
     sat_frac        tanh: fraction of outputs with |y| > 0.97; sigmoid: outside [0.03, 0.97];
-                    0 for the other activations; NaN for the output layer
+                    0 for the other activations; NaN where no activation follows
     bn_gamma_mean, bn_running_mean, bn_running_var
-                    means over units of the block's batch-norm gamma and running statistics
-                    (after this step's forward); NaN for blocks without batch norm
+                    means over units of the block's normalization gamma and running statistics
+                    (after this step's forward); NaN for blocks without them
     nonfinite       NaN/Inf elements in W, b, their gradients, dL/ds_i and y_i (counted only when
                     a norm or sum comes out non-finite: a norm is finite iff all elements are)
 
@@ -52,8 +56,7 @@ import numpy as np
 
 from workbench.monitor.norms import CHUNK, copy_squared_norm, gradient_norms, squared_distance, squared_norm
 from workbench.monitor.record import StatsRecord
-from workbench.nn.batchnorm import BatchNorm
-from workbench.nn.dense import Dense
+from workbench.nn.init import fans
 from workbench.training.hooks import Hook
 
 LAYER_STATS = (
@@ -65,38 +68,57 @@ SATURATION = 0.97  # |tanh| beyond it (sigmoid beyond 0.03 and 0.97): f' below 6
 _NAN = math.nan
 
 
+def _fans(layer) -> list[int]:
+    """[fan_in, fan_out] of a layer's first weight (dense (in, out); kernel (out, in, *k))."""
+    return list(fans(layer.params[layer.weights[0]].shape))
+
+
 def _count_nonfinite(array: np.ndarray) -> int:
     return int(array.size - np.count_nonzero(np.isfinite(array)))
 
 
 class _Block:
-    """What the monitor reads for one dense layer, looked up once per run."""
+    """What the monitor reads for one layer with weights, looked up once per run."""
 
-    def __init__(self, model, dense: Dense, norms, max_batch: int) -> None:
-        self.name = dense.name
-        self.W, self.b = dense.params["W"], dense.params["b"]
+    def __init__(self, column, norms, max_batch: int) -> None:
+        layer = column.layer
+        self.name = layer.name
+        weight = layer.weights[0]
+        self.W, self.b = layer.params[weight], layer.params.get("b")
         self.w = self.W.reshape(-1)
-        self.step_taken = dense.grads["W"].reshape(-1)  # holds p_before - p_after once the optimizer stepped
+        self.step_taken = layer.grads[weight].reshape(-1)  # holds p_before - p_after once the optimizer stepped
         self.snap = np.empty(self.W.size, self.W.dtype)  # W before the update (optimizers without the contract)
         self.scratch = np.empty(min(self.W.size, CHUNK), self.W.dtype)
-        self.iW, self.ib = norms.index[f"{dense.name}.W"], norms.index[f"{dense.name}.b"]
-        act = model.activation_after(dense.name)
-        self.output = act.name if act is not None else dense.name  # y: activation output, or the logits
+        self.iW = norms.index[f"{layer.name}.{weight}"]
+        self.ib = norms.index.get(f"{layer.name}.b")
+        act = column.act
+        self.output = act.name if act is not None else layer.name  # y: activation output, or the layer's own
         self.kind = act.activation if act is not None else None
-        units = dense.fan_out
-        self.units = units
-        self.ones_batch = np.ones(max_batch, self.W.dtype)  # column sums by gemv: ones[:n] @ y
-        self.ones_units = np.ones(units, self.W.dtype)
-        self.bn = None
-        layers = model.layers
-        for layer in layers[layers.index(dense) + 1 :]:
-            if isinstance(layer, Dense):
-                break
-            if isinstance(layer, BatchNorm):
-                self.bn = layer
-                break
+        self.unit_axis = layer.unit_axis
+        self.ones_batch = np.ones(max_batch, self.W.dtype)  # column sums of 2-d outputs by gemv: ones[:n] @ y
+        self.units = 0
+        self.ones_units = np.ones(0, self.W.dtype)
+        self.bn = column.norm
+        if self.bn is not None:
+            self.bn_gamma = self.bn.params.get("gamma")
+            self.bn_mean, self.bn_var = getattr(self.bn, "running_mean", None), getattr(self.bn, "running_var", None)
+            self.bn_ones = np.ones(self.bn_gamma.size if self.bn_gamma is not None else 0, self.W.dtype)
         self.weight_norm = _NAN
         self.forward_nonfinite = 0
+
+    def unit_sums(self, y: np.ndarray) -> np.ndarray:
+        """Per-unit sums of the output over every other axis (a gemv for 2-d outputs)."""
+        if y.ndim == 2:
+            ones = self.ones_batch
+            if len(y) != len(ones):
+                ones = ones[: len(y)] if len(y) < len(ones) else np.ones(len(y), y.dtype)
+            sums = np.dot(ones, y)
+        else:
+            axis = self.unit_axis % y.ndim
+            sums = y.sum(axis=tuple(a for a in range(y.ndim) if a != axis))
+        if len(sums) != self.units:
+            self.units, self.ones_units = len(sums), np.ones(len(sums), y.dtype)
+        return sums
 
 
 class StatisticsMonitor(Hook):
@@ -123,9 +145,9 @@ class StatisticsMonitor(Hook):
     # -- setup -------------------------------------------------------------------------
     def on_train_begin(self, trainer) -> None:
         model = trainer.model
-        dense = model.dense_layers
-        names = [layer.name for layer in dense]
-        kinds = [a.activation for a in (model.activation_after(n) for n in names[:-1]) if a is not None]
+        columns = model.columns()
+        names = [column.name for column in columns]
+        kinds = [column.act.activation for column in columns if column.act is not None]
         activation = kinds[0] if kinds else "identity"
         record = self.record
         if record is None or record.layers != names:
@@ -143,8 +165,9 @@ class StatisticsMonitor(Hook):
             max_records=self.max_records,
             activation=activation,
             model=model.summary(),
-            layer_sizes=[[int(layer.fan_in), int(layer.fan_out)] for layer in dense],
-            batch_norm=any(isinstance(layer, BatchNorm) for layer in model.layers),
+            layer_sizes=[_fans(column.layer) for column in columns],
+            batch_norm=any(layer.type_name == "batch_norm" for layer, _ in model.walk()),
+            columns=[column.info() for column in columns],
             dtype=str(model.dtype),
             batch_size=int(trainer.batch_size),
             steps_per_epoch=int(trainer.steps_per_epoch),
@@ -152,8 +175,8 @@ class StatisticsMonitor(Hook):
         if arch is not None:
             record.meta["architecture"] = arch.to_json()
         self.norms = gradient_norms(trainer)
-        n = len(dense)
-        self.blocks = [_Block(model, layer, self.norms, trainer.batch_size) for layer in dense]
+        n = len(columns)
+        self.blocks = [_Block(column, self.norms, trainer.batch_size) for column in columns]
         for j, block in enumerate(self.blocks):  # where the layer's statistics go in the row's values
             block.slots = SimpleNamespace(**{name: k * n + j for k, name in enumerate(LAYER_STATS)})
         self._step_in_grads = bool(getattr(trainer.optimizer, "leaves_step_in_grads", False))
@@ -207,10 +230,7 @@ class StatisticsMonitor(Hook):
             slots = block.slots
             y = outputs[block.output]
             v = y.ravel()
-            ones = block.ones_batch
-            if len(y) != len(ones):
-                ones = ones[: len(y)] if len(y) < len(ones) else np.ones(len(y), y.dtype)
-            column_sums = dot(ones, y)
+            column_sums = block.unit_sums(y)
             size = v.size
             mean = float(dot(column_sums, block.ones_units)) / size
             square = float(dot(v, v)) / size
@@ -246,13 +266,13 @@ class StatisticsMonitor(Hook):
         values = self._layer_values
         for block in self.blocks:
             slots = block.slots
-            bad = block.forward_nonfinite + norms_bad[block.iW] + norms_bad[block.ib]
+            bad = block.forward_nonfinite + norms_bad[block.iW] + (norms_bad[block.ib] if block.ib is not None else 0)
             values[slots.grad_norm] = sqrt(sq[block.iW])
             w = block.w
             w_sq = float(np.dot(w, w)) if self._step_in_grads else copy_squared_norm(block.snap, w)
             if not isfinite(w_sq):  # scan W, and b with it (b shares its gradient signal dL/ds with W)
                 w_sq, count = squared_norm(block.w)
-                bad += count + _count_nonfinite(block.b)
+                bad += count + (_count_nonfinite(block.b) if block.b is not None else 0)
             block.weight_norm = values[slots.weight_norm] = sqrt(w_sq)
             g = grad_outputs[block.name].ravel()
             bp_sq = float(dot(g, g))
@@ -263,10 +283,13 @@ class StatisticsMonitor(Hook):
             values[slots.nonfinite] = bad
             bn = block.bn
             if bn is not None:
-                ones, units = block.ones_units, block.units
-                values[slots.bn_gamma_mean] = float(dot(bn.params["gamma"], ones)) / units
-                values[slots.bn_running_mean] = float(dot(bn.running_mean, ones)) / units
-                values[slots.bn_running_var] = float(dot(bn.running_var, ones)) / units
+                ones = block.bn_ones
+                units = len(ones)
+                if block.bn_gamma is not None:
+                    values[slots.bn_gamma_mean] = float(dot(block.bn_gamma, ones)) / units
+                if block.bn_mean is not None:
+                    values[slots.bn_running_mean] = float(dot(block.bn_mean, ones)) / units
+                    values[slots.bn_running_var] = float(dot(block.bn_var, ones)) / units
 
     # -- rows end with the batch ---------------------------------------------------------
     def _end_row(self) -> None:

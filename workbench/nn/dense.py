@@ -22,6 +22,7 @@ class Dense(Layer):
     prefix = "dense"
     keys = (Key("units", int, constraint=Interval(1, 100_000), doc="output width", example=64), *init_keys())
     weights = ("W",)
+    input_ndim = 1
 
     def __init__(self, name: str, weight: np.ndarray, bias: np.ndarray, input_grad: bool = True) -> None:
         super().__init__(name)

@@ -16,7 +16,9 @@ format read these declarations):
   or channels, for dead and saturated fractions;
 - `time_axis`: the axis of its output that is time, or None;
 - `activation`: for element-wise activations, their name (None otherwise);
-- `normalizes`: True for normalization layers (batch norm, layer norm).
+- `normalizes`: True for normalization layers (batch norm, layer norm);
+- `input_ndim`: the per-sample rank its input must have (3 for images, 1 for
+  dense), None for any; a model whose first layer wants images gets image data.
 
 `from_config(name, config, input_shape, ctx)` builds the layer from a checked
 spec item (`workbench.nn.keys.check_item`) for a per-sample input shape (no
@@ -43,6 +45,7 @@ class Layer:
     time_axis: ClassVar[int | None] = None
     activation: ClassVar[str | None] = None
     normalizes: ClassVar[bool] = False
+    input_ndim: ClassVar[int | None] = None  # the per-sample rank it needs (3: images), None: any
     kind = "layer"
 
     def __init__(self, name: str) -> None:

@@ -138,7 +138,10 @@ class Sequential(Layer):
         return grad
 
     def predict(self, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Raw outputs in evaluation mode, in batches to bound memory."""
+        """Raw outputs in evaluation mode, in batches to bound memory (flat rows of an image model are reshaped)."""
+        shape = self.input_shape
+        if shape and X.ndim == 2 and len(shape) > 1 and X.shape[1] == int(np.prod(shape)):
+            X = X.reshape(len(X), *shape)
         parts = [self.forward(X[i : i + batch_size], training=False) for i in range(0, len(X), batch_size)]
         if not parts:
             return np.zeros((0, self.output_layer.params["W"].shape[1]), self.dtype)

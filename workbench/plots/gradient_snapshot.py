@@ -40,9 +40,9 @@ class GradientSnapshot(Hook):
         return self._copies if self.step is not None else {}
 
     def on_train_begin(self, trainer) -> None:
-        dense = trainer.model.dense_layers
-        self._copies = {layer.name: np.empty_like(layer.grads["W"]) for layer in dense}
-        self._pairs = [(self._copies[layer.name], layer.grads["W"]) for layer in dense]
+        layers = trainer.model.weighted_layers
+        self._copies = {layer.name: np.empty_like(layer.grads[layer.weights[0]]) for layer in layers}
+        self._pairs = [(self._copies[layer.name], layer.grads[layer.weights[0]]) for layer in layers]
         self.step = None
 
     def on_after_backward(self, trainer) -> None:

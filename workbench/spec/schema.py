@@ -55,11 +55,12 @@ SECTIONS = ("data", "model", "optimizer", "training", "clipping", "early_stoppin
 
 @dataclass(frozen=True)
 class Field:
-    """One spec key. `kind` is int, float, bool, str or list (a list of ints, the
-    constraint applying to each item); `optional` fields may be None (absent)."""
+    """One spec key. `kind` is int, float, bool, str, list (a list of ints, the
+    constraint applying to each item) or "layers" (a layer list, checked against the
+    layer registry of `workbench.nn`); `optional` fields may be None (absent)."""
 
     key: str
-    kind: type
+    kind: object
     default: object
     constraint: Constraint | None = None
     doc: str = ""
@@ -112,7 +113,13 @@ FIELDS: tuple[Field, ...] = (
     F(
         "model.dropout", float, 0.0, FRACTION, "fraction of hidden units dropped in training",
         hint="dropout is the fraction of units dropped, so 1 would drop them all: use 0 for none, 0.5 for heavy",
-    ),  # fmt: skip
+    ),
+    F(
+        "model.layers", "layers", None, None,
+        "the layers from input to output, each a table with a type from the layer registry "
+        "(instead of hidden, activation, batch_norm and dropout); the output layer is appended", True,
+        [{"type": "dense", "units": 64}, {"type": "relu"}],
+    ),  # fmt: skip  # fmt: skip
     # optimizer
     F("optimizer.name", str, "adam", Choices(OPTIMIZER_CHOICES), "update rule"),
     F("optimizer.lr", float, 1e-3, Interval(0, 10, "right"), "learning rate"),
@@ -168,7 +175,6 @@ KEY_ALIASES = {
     "optimizer.algorithm": "optimizer.name",
     "scheduler": "optimizer.schedule",
     "lr_schedule": "optimizer.schedule",
-    "layers": "model.hidden",
     "units": "model.hidden",
     "hidden_sizes": "model.hidden",
     "initializer": "model.init",

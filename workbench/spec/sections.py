@@ -35,7 +35,7 @@ class DataSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """The multilayer perceptron: widths, activation, initialization, regularization."""
+    """The network: a layer list, or the MLP shorthand (widths, activation, regularization), and its init."""
 
     hidden: tuple[int, ...] = d("model.hidden")
     activation: str = d("model.activation")
@@ -43,6 +43,15 @@ class ModelSpec:
     init_scale: float = d("model.init_scale")
     batch_norm: bool = d("model.batch_norm")
     dropout: float = d("model.dropout")
+    layers: tuple[dict, ...] | None = d("model.layers")
+
+    def items(self) -> list[dict]:
+        """The hidden layers as a layer list: `layers`, or the shorthand expanded (the output layer comes later)."""
+        if self.layers is not None:
+            return [dict(item) for item in self.layers]
+        from workbench.nn.model import mlp_items
+
+        return mlp_items(self.hidden, self.activation, self.batch_norm, self.dropout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +176,13 @@ SECTION_CLASSES: dict[str, type] = {
 }
 
 
+SHORTHAND = ("hidden", "activation", "batch_norm", "dropout")  # replaced by model.layers when it is given
+
+
 def _items(section: object) -> list[tuple[str, Any]]:
-    return [(f.name, getattr(section, f.name)) for f in dataclasses.fields(section)]
+    """A section's fields; a model with a layer list leaves out the shorthand it replaces."""
+    skip = SHORTHAND if isinstance(section, ModelSpec) and section.layers is not None else ()
+    return [(f.name, getattr(section, f.name)) for f in dataclasses.fields(section) if f.name not in skip]
 
 
 def _plain(value: Any) -> Any:

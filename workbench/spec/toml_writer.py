@@ -32,7 +32,7 @@ def format_value(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(format_value(item) for item in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{_quote(str(k))} = {format_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_key(str(k))} = {format_value(v)}" for k, v in value.items()) + "}"
     return repr(value)
 
 
@@ -45,6 +45,12 @@ def dumps(document: Mapping[str, object]) -> str:
             lines += ["", f"[{key}]"]
             lines += [f"{name} = {format_value(v)}" for name, v in table.items() if v is not None]
     return "\n".join(lines) + "\n"
+
+
+def _key(text: str) -> str:
+    """A bare key where TOML allows one (`type`), else a quoted one."""
+    bare = text and all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in text)
+    return text if bare else _quote(text)
 
 
 def _quote(text: str) -> str:

@@ -15,7 +15,7 @@ from workbench.errors import UserError
 from .keys import check_keys, nest, set_dotted
 from .messages import DICT_SOURCE, located, show
 from .schema import CLASSIFICATION_LOSSES, FIELDS, FILE_SOURCES, REGRESSION_SOURCES, SECTIONS
-from .sections import SECTION_CLASSES, Spec
+from .sections import SECTION_CLASSES, SHORTHAND, Spec
 from .values import coerce
 
 PATH_EXAMPLES = {"mnist": "data/mnist", "csv": "data/my.csv", "npz": "data/my.npz"}
@@ -41,6 +41,12 @@ def build_spec(
         name: SECTION_CLASSES[name](**{f.name: values[f.key] for f in FIELDS if f.section == name}) for name in SECTIONS
     }
     spec = Spec(**{f.name: values[f.key] for f in FIELDS if not f.section}, **sections)
+    model = document.get("model", {})
+    shorthand = [key for key in SHORTHAND if model.get(key) is not None]
+    if model.get("layers") is not None and shorthand:
+        message = (f"model.layers and model.{shorthand[0]} are both given: the layer list replaces the MLP shorthand "
+                   f"(hidden, activation, batch_norm, dropout): remove model.{shorthand[0]} or write it into the list")
+        raise UserError(located(message, origins.get(f"model.{shorthand[0]}", origins.get("model.layers", source))))
     _check_cross_fields(spec, lambda *keys: next((origins[k] for k in keys if k in origins), source))
     return spec
 

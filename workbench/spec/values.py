@@ -23,6 +23,7 @@ _KIND_NAMES = {
     bool: "a boolean: use true or false",
     str: "a string",
     list: "a list of integers",
+    "layers": "a list of layer tables",
 }
 
 
@@ -30,6 +31,11 @@ def coerce(field: Field, value: Any, where: str) -> Any:
     """The value as its field's Python type, or a UserError naming key, value and rule."""
     if value is None and field.optional:
         return None
+    if field.kind == "layers":
+        try:
+            return _layers(field, value)
+        except UserError as error:
+            raise UserError(located(str(error), where)) from None
     converted = _convert(field.kind, value)
     if converted is None:
         raise _error(field, value, where, f"is not {_KIND_NAMES[field.kind]}")
@@ -100,3 +106,17 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _layers(field: Field, value: Any) -> tuple[dict, ...]:
+    """A layer list checked against the registry: complete items, None defaults left out (TOML has no null)."""
+    from workbench.nn.registry import check_layers
+
+    if not isinstance(value, (list, tuple)) or not value:
+        example = '[{type = "dense", units = 64}, {type = "relu"}]'
+        raise UserError(f"{field.key} = {show(value)} must be a non-empty list of layer tables, e.g. {example}")
+    return tuple(_without_none(item) for item in check_layers(list(value), field.key))
+
+
+def _without_none(item: dict) -> dict:
+    return {k: ([_without_none(i) for i in v] if isinstance(v, list) else v) for k, v in item.items() if v is not None}

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import UserError
+from workbench.spec.toml_writer import format_value
 from workbench.tracking import artifacts
 from workbench.tracking.experiments import ensure_experiment, open_client
 from workbench.tracking.metric_logger import MetricBlock, MetricLogger
@@ -57,6 +58,7 @@ GLOBAL_METRICS = {"grad_norm_global": "grad_norm/global"}
 CLIP_FRACTION = "clip/fraction"
 PULL_INTERVAL_S = 2.0  # within an epoch, hand new record rows to the sender at most this often
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch call
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 TAG_VERSION, TAG_DATASET, TAG_MODEL = "workbench.version", "workbench.dataset", "workbench.model"
 TAG_VERDICT, TAG_STATUS_REASON, TAG_SPEC_PATH = "workbench.verdict", "workbench.status_reason", "workbench.spec_path"
@@ -69,6 +71,9 @@ def param_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
+        if any(isinstance(v, dict) for v in value):  # a layer list: TOML inline tables (spec.toml has it whole)
+            text = format_value(value)
+            return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
         return "[" + ", ".join(param_value(v) for v in value) + "]"
     return str(value)
 

@@ -22,10 +22,18 @@ def lookup(registry: dict[str, Callable], name: str, what: str) -> Callable:
 
 def hyperparameters(factory: Callable) -> tuple[str, ...]:
     """The keyword-only settings a registered factory reads (the others do not apply to it)."""
+    return tuple(name for name in _keywords(factory) if name not in CONTEXT)
+
+
+# Keyword-only arguments that come from the model, not from the spec: not hyperparameters.
+CONTEXT = ("decay_mask",)
+
+
+def _keywords(factory: Callable) -> tuple[str, ...]:
     parameters = inspect.signature(factory).parameters.values()
     return tuple(parameter.name for parameter in parameters if parameter.kind is parameter.KEYWORD_ONLY)
 
 
 def call_with_settings(factory: Callable, settings: dict, *args):
-    """`factory(*args, **the settings it declares)`, leaving out those it does not read."""
-    return factory(*args, **{name: settings[name] for name in hyperparameters(factory) if name in settings})
+    """`factory(*args, **the settings and context it declares)`, leaving out those it does not read."""
+    return factory(*args, **{name: settings[name] for name in _keywords(factory) if name in settings})
