@@ -33,6 +33,7 @@ import numpy as np
 
 from workbench.errors import UserError
 from workbench.training import Hook
+from workbench.training.hooks import hook_priority
 
 FORMAT = "workbench-checkpoint-1"
 CHECKPOINT_INTERVAL_S = 10.0  # at most one checkpoint per this many seconds between the first and the last
@@ -121,7 +122,7 @@ class Checkpoint(Hook):
     `interval_s` seconds (a resumed run ends the same from any checkpoint). `interval_s=0`: every epoch.
     """
 
-    priority = 90  # after the monitor, early stopping and tracking have updated their state for the epoch
+    priority = hook_priority("checkpoint")
 
     def __init__(self, run, directory: str | Path, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
         self.run = run

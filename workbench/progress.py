@@ -7,12 +7,13 @@ import time
 from typing import TextIO
 
 from workbench.training import Hook
+from workbench.training.hooks import hook_priority
 
 
 class ProgressPrinter(Hook):
     """Prints `epoch 3/100  train/loss 0.1234  val/loss ...  (1.2 s)` after each epoch."""
 
-    priority = 100
+    priority = hook_priority("progress")
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr

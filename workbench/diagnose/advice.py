@@ -87,6 +87,10 @@ def init_advice(ctx: RunContext, why: str = "") -> str | None:
 def batch_norm_advice(ctx: RunContext) -> str | None:
     if ctx.batch_norm:
         return None
+    if ctx.layer_list:
+        return ('add {type = "batch_norm"} after each dense or conv2d item of model.layers (or layer_norm): '
+                "normalization re-centres and re-scales every hidden layer's input, so the scale no longer "
+                "compounds with depth (Ioffe & Szegedy 2015; Ba et al. 2016)")
     return ("--set model.batch_norm=true: batch normalization re-centres and re-scales every hidden layer's "
             "input, so the scale no longer compounds with depth (Ioffe & Szegedy 2015)")
 
@@ -94,7 +98,9 @@ def batch_norm_advice(ctx: RunContext) -> str | None:
 def relu_advice(ctx: RunContext) -> str | None:
     if not ctx.squashing:
         return None
-    return (f"--set model.activation=relu --set model.init=he_normal: ReLU's slope is 1 wherever it is active, "
+    how = ('make the activation items of model.layers {type = "relu"} and --set model.init=he_normal'
+           if ctx.layer_list else "--set model.activation=relu --set model.init=he_normal")
+    return (f"{how}: ReLU's slope is 1 wherever it is active, "
             f"so the gradient does not shrink by {ctx.activation}'s slope (at most "
             f"{'0.25' if ctx.activation == 'sigmoid' else '1'}, far less when saturated) at every layer")
 
@@ -102,7 +108,9 @@ def relu_advice(ctx: RunContext) -> str | None:
 def leaky_advice(ctx: RunContext) -> str | None:
     if ctx.activation != "relu":
         return None
-    return ("--set model.activation=leaky_relu (or elu): a small slope for negative inputs keeps a gradient "
+    how = 'make the relu items of model.layers {type = "leaky_relu"}' if ctx.layer_list else \
+        "--set model.activation=leaky_relu"
+    return (f"{how} (or elu): a small slope for negative inputs keeps a gradient "
             "flowing into units that a large update pushed below zero, so they can recover")
 
 

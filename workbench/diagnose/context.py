@@ -54,6 +54,7 @@ class RunContext:
     layer_sizes: list[list[int]] = field(default_factory=list)
     batch_norm: bool = False
     spec: dict[str, Any] = field(default_factory=dict)
+    columns: list[dict] = field(default_factory=list)  # per layer: type, path, depth, output (record meta)
 
     @classmethod
     def of(cls, record, spec: Any = None) -> "RunContext":
@@ -64,9 +65,22 @@ class RunContext:
             layers=[str(name) for name in record.layers],
             activation=activation,
             layer_sizes=[list(map(int, s)) for s in meta.get("layer_sizes", [])],
-            batch_norm=bool(meta.get("batch_norm", flat.get("model.batch_norm", False))),
+            batch_norm=bool(meta.get("normalized", meta.get("batch_norm", flat.get("model.batch_norm", False)))),
             spec=flat,
+            columns=[dict(c) for c in meta.get("columns", [])],
         )
+
+    @property
+    def trunk(self) -> list[int]:
+        """Columns on the main path (depth 0); inside a residual body the skip path carries the gradient around."""
+        if len(self.columns) != len(self.layers):
+            return list(range(len(self.layers)))
+        return [j for j, c in enumerate(self.columns) if int(c.get("depth", 0)) == 0]
+
+    @property
+    def layer_list(self) -> bool:
+        """The model came from `model.layers` (advice names layer items, not the MLP shorthand's keys)."""
+        return self.spec.get("model.layers") is not None
 
     @property
     def hidden(self) -> list[str]:

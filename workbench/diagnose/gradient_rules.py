@@ -1,8 +1,14 @@
 """Divergence, exploding and vanishing gradients: how the gradient fares on its way back.
 
-The depth profile is the backpropagated gradient ||dL/ds_i|| of each dense layer i relative
-to the output layer's ||dL/ds_L|| (Glorot & Bengio 2010): 1 everywhere when the gradient keeps
-its scale, a thousandth at the input when it vanishes, hundreds when it explodes.
+The depth profile is the backpropagated gradient ||dL/ds_i|| of each layer i with weights
+relative to the output layer's ||dL/ds_L|| (Glorot & Bengio 2010): 1 everywhere when the
+gradient keeps its scale, a thousandth at the input when it vanishes, hundreds when it explodes.
+
+Residual networks: the verdict reads the main path (the columns at depth 0 of the record's
+structure). A layer inside a residual body whose own gradient is small does not starve the
+layers before it: the skip path carries the gradient around the body (He et al. 2016; Veit et
+al. 2016), so a vanishing body behind a healthy skip path is named in the evidence
+(`residual_bodies`), not called vanishing gradients of the network.
 """
 
 from __future__ import annotations
@@ -147,7 +153,12 @@ class _GradientFlow(Rule):
         with np.errstate(invalid="ignore"):
             layers = self.beyond(profile) & np.isfinite(profile)
         layers[:, -1] = False
-        return Signals(layers[:, 0].copy(), profile[:, 0], layers)
+        trunk = ctx.trunk
+        off_trunk = np.ones(layers.shape[1], bool)
+        off_trunk[trunk] = False
+        layers[:, off_trunk] = False  # bodies behind a skip path: evidence, not the verdict
+        first = trunk[0]
+        return Signals(layers[:, first].copy(), profile[:, first], layers)
 
     def evidence(self, ev: Evidence) -> tuple[dict, np.ndarray, float]:
         record, rows = ev.record, ev.rows()
@@ -158,6 +169,7 @@ class _GradientFlow(Rule):
         evidence = {
             "ratio_first_to_output": ratio, "threshold": self.threshold,
             "profile": per_layer(ev.ctx.layers, profile) if profile is not None else {},
+            "residual_bodies": self.bodies(ev.ctx, profile),
             "weight_gradient_ratio": weight_gradient_ratio(record, rows),
             "grad_norm_global_median": median(global_stat(record, "grad_norm_global", rows)),
             "suggested_max_norm": clip_at, "grad_norm_p90_healthy": clip_high,
@@ -166,6 +178,21 @@ class _GradientFlow(Rule):
         if ratios is not None:
             evidence["update_ratio"] = {"first": median(ratios[:, 0]), "output": median(ratios[:, -1])}
         return evidence, rows, ratio
+
+
+    def bodies(self, ctx, profile) -> dict:
+        """Layers inside residual bodies beyond the threshold, with their median ratio (skip paths carry around them)."""
+        if profile is None:
+            return {}
+        trunk = set(ctx.trunk)
+        out = {}
+        for j, name in enumerate(ctx.layers):
+            if j in trunk:
+                continue
+            value = median(profile[:, j])
+            if np.isfinite(value) and bool(self.beyond(np.array([value]))[0]):
+                out[name] = value
+        return out
 
 
 class ExplodingGradients(_GradientFlow):
@@ -200,7 +227,7 @@ class ExplodingGradients(_GradientFlow):
         if typical > LR_HIGH_UPDATE_RATIO:
             factor = decade_factor(typical / UPDATE_RATIO_TARGET)
             advice.insert(0, lr_advice(ctx, factor, True, update_ratio_basis(typical)))
-        summary = (f"the gradient grows {fmt(ratio)}x from the output back to {ctx.layers[0]} "
+        summary = (f"the gradient grows {fmt(ratio)}x from the output back to {ctx.layers[ctx.trunk[0]]} "
                    f"(threshold {fmt(EXPLODING_RATIO)}) on {fmt(100 * ev.share)}% of the steps "
                    f"from step {ev.first_step}")
         return ev.finding(self.verdict, summary, layers, evidence, advice)
@@ -224,7 +251,7 @@ class VanishingGradients(_GradientFlow):
         advice = [note, relu_advice(ctx), init_advice(ctx), batch_norm_advice(ctx),
                   f"or fewer layers: {len(ctx.layers) - 1} hidden layers multiply the gradient by "
                   f"{fmt(ratio)} in all" if len(ctx.layers) > 4 else None]
-        summary = (f"the gradient reaching {ctx.layers[0]} is {fmt(ratio)} of the output's "
+        summary = (f"the gradient reaching {ctx.layers[ctx.trunk[0]]} is {fmt(ratio)} of the output's "
                    f"(threshold {fmt(VANISHING_RATIO)}) on {fmt(100 * ev.share)}% of the steps "
                    f"from step {ev.first_step}; "
                    f"{ctx.span(layers)} barely learn")

@@ -21,6 +21,7 @@ from typing import Any
 from workbench.diagnose.engine import Diagnoser
 from workbench.diagnose.findings import VERDICTS, Diagnosis, Finding
 from workbench.training import FAILED, Hook
+from workbench.training.hooks import hook_priority
 
 # Verdicts a run does not recover from by itself: what a study prunes.
 STOP_ON_SICK = ("divergence", "exploding_gradients", "dead_units", "vanishing_gradients")
@@ -30,7 +31,7 @@ class LiveDiagnosis(Hook):
     """Diagnose the run's statistics record every `every_n_steps`; stop on the verdicts in `stop_on`
     (by default `STOP_ON_SICK`; `stop_on=()` only watches)."""
 
-    priority = 40  # after the monitor (-30) has filled the step's row; before the tracker (50)
+    priority = hook_priority("live_diagnosis")
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ import numpy as np
 
 from workbench.errors import UserError
 from workbench.monitor.norms import GradientNorms, gradient_norms
-from workbench.training.hooks import Hook
+from workbench.training.hooks import Hook, hook_priority
 
 EPS = 1e-6  # added to the norm before dividing, as torch.nn.utils.clip_grad_norm_
 
@@ -76,7 +76,7 @@ CLIPPING_MODES = ("none", "global_norm", "layer_norm", "value")
 class GradientClipping(Hook):
     """Clip gradients in place at `on_after_backward` (see the module docstring for the modes)."""
 
-    priority = -10  # after the monitor (-30) and the NaN guard (-20), before user hooks
+    priority = hook_priority("clipping")
 
     def __init__(self, mode: str = "global_norm", *, max_norm: float = 1.0, max_value: float = 1.0) -> None:
         if mode not in CLIPPING_MODES or mode == "none":

@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 
 from workbench.errors import UserError
-from workbench.training.hooks import Hook
+from workbench.training.hooks import Hook, hook_priority
 from workbench.training.trainer import FAILED, FINISHED
 
 MODES = ("min", "max", "auto")
@@ -51,7 +51,7 @@ def infer_mode(monitor: str) -> str:
 class EarlyStopping(Hook):
     """Stop when `monitor` has not improved for `patience` epochs (Keras 3 semantics; see module docstring)."""
 
-    priority = -5  # restores the best weights before tracking (0) saves the model in on_train_end
+    priority = hook_priority("early_stopping")
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from workbench.monitor.norms import gradient_norms
-from workbench.training.hooks import Hook
+from workbench.training.hooks import Hook, hook_priority
 from workbench.training.trainer import FAILED
 
 
@@ -54,7 +54,7 @@ def first_nonfinite_gradient(model) -> str | None:
 class NanGuard(Hook):
     """Stop with status FAILED at the first NaN or Inf in the loss or the gradients."""
 
-    priority = -20  # after the monitor (-30, which records the step), before the clipper (-10)
+    priority = hook_priority("nan_guard")
 
     def __init__(self, monitor=None) -> None:
         self.monitor = monitor

@@ -57,7 +57,7 @@ import numpy as np
 from workbench.monitor.norms import CHUNK, copy_squared_norm, gradient_norms, squared_distance, squared_norm
 from workbench.monitor.record import StatsRecord
 from workbench.nn.init import fans
-from workbench.training.hooks import Hook
+from workbench.training.hooks import Hook, hook_priority
 
 LAYER_STATS = (
     "grad_norm", "weight_norm", "update_ratio", "backprop_norm", "act_mean", "act_std", "dead_frac", "sat_frac",
@@ -129,7 +129,7 @@ class StatisticsMonitor(Hook):
     cut short: NaN guard, stop, end of epoch), as numpy calls cost more than the arithmetic here.
     """
 
-    priority = -30  # before the NaN guard (-20), the clipper (-10) and everything else
+    priority = hook_priority("monitor")
 
     def __init__(self, every: int = 1, max_records: int = 100_000) -> None:
         if int(every) < 1:
@@ -167,6 +167,7 @@ class StatisticsMonitor(Hook):
             model=model.summary(),
             layer_sizes=[_fans(column.layer) for column in columns],
             batch_norm=any(layer.type_name == "batch_norm" for layer, _ in model.walk()),
+            normalized=any(layer.normalizes for layer, _ in model.walk()),
             columns=[column.info() for column in columns],
             dtype=str(model.dtype),
             batch_size=int(trainer.batch_size),

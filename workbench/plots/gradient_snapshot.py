@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.training.hooks import Hook
+from workbench.training.hooks import Hook, hook_priority
 
 
 class GradientSnapshot(Hook):
     """Copies of dL/dW per dense layer (`gradients`, keyed by layer name) from the last copied step."""
 
-    priority = -25  # after the monitor (-30), before the NaN guard (-20) stops and the clipper (-10) rescales
+    priority = hook_priority("gradient_snapshot")
 
     def __init__(self) -> None:
         self.step: int | None = None  # the optimizer step the copies come from (None before any)

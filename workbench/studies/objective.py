@@ -37,6 +37,7 @@ import numpy as np
 from workbench.errors import UserError
 from workbench.studies.space import suggest
 from workbench.training import FAILED, FINISHED, KILLED, Hook
+from workbench.training.hooks import hook_priority
 
 COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
 CHILD_STATUS = {COMPLETE: FINISHED, PRUNED: KILLED, FAIL: FAILED}  # an interrupted trial's run stays KILLED
@@ -65,7 +66,7 @@ class TrialResult:
 class TrialReporter(Hook):
     """Reports the objective metric each epoch; stops the run when the pruner says so or it diverged."""
 
-    priority = 40  # after early stopping (-5), before the tracker (50) logs the epoch
+    priority = hook_priority("study_objective")
 
     def __init__(self, trial, metric: str, step_offset: int, seed: int, set_run_id=None) -> None:
         self.trial, self.metric, self.step_offset, self.seed = trial, metric, step_offset, seed

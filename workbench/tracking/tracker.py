@@ -50,6 +50,7 @@ from workbench.tracking.metric_logger import MetricBlock, MetricLogger
 from workbench.tracking.offline import ResilientClient, bound_http_retries
 from workbench.tracking.uri import resolve_tracking_uri
 from workbench.training import FAILED, KILLED, Hook
+from workbench.training.hooks import hook_priority
 
 # Per-layer statistics shown in the MLflow UI as `<stat>/<layer>` (the record holds more).
 LAYER_METRICS = ("grad_norm", "weight_norm", "update_ratio", "backprop_norm", "act_std", "dead_frac", "sat_frac")
@@ -95,7 +96,7 @@ def workbench_version() -> str:
 class RunTracker(Hook):
     """Logs one training run to MLflow; `start` before `fit`, `finish` after it (any outcome)."""
 
-    priority = 50  # after the monitor (-30) and early stopping (-5) at each point
+    priority = hook_priority("tracker")
 
     def __init__(
         self,

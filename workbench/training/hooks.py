@@ -13,7 +13,9 @@ exposes everything: model, optimizer, step, epoch, batch, loss, logs):
     on_evaluate(split="test", metrics)     (only when training ended normally or was stopped)
 
 Any hook may call `trainer.stop(reason)`; the loop ends after the current
-batch. Hooks run in order of `priority` (lower first), then registration.
+batch. Hooks run in order of `priority` (lower first), then registration;
+the built-in hooks take theirs from `HOOK_ORDER`, the one table of who runs
+before whom (user hooks default to 0, between clipping and live diagnosis).
 A point no registered hook overrides costs nothing per step.
 """
 
@@ -39,10 +41,31 @@ HOOK_POINTS = (
 )
 
 
+# The order of the built-in hooks at every point, and why (lower runs first).
+HOOK_ORDER: dict[str, int] = {
+    "monitor": -30,  # records the step's statistics before anything stops or rescales it
+    "gradient_snapshot": -25,  # copies dL/dW before the NaN guard stops or the clipper rescales it
+    "nan_guard": -20,  # stops on a non-finite step, after the monitor recorded it
+    "clipping": -10,  # rescales the gradients before the update, after the guard
+    "early_stopping": -5,  # restores the best weights before tracking saves the model
+    "user": 0,  # hooks without a priority of their own
+    "live_diagnosis": 40,  # reads the monitor's row; tags and prunes before the tracker logs the epoch
+    "study_objective": 40,  # reports the epoch to Optuna after early stopping, before the tracker
+    "tracker": 50,  # logs what the hooks above produced
+    "checkpoint": 90,  # saves once the monitor, early stopping and tracking have updated their state
+    "progress": 100,  # prints last
+}
+
+
+def hook_priority(name: str) -> int:
+    """The priority of a built-in hook, from `HOOK_ORDER`."""
+    return HOOK_ORDER[name]
+
+
 class Hook:
     """Base class: override the points you need; the rest cost nothing."""
 
-    priority = 0
+    priority = HOOK_ORDER["user"]
 
     def on_train_begin(self, trainer: "Trainer") -> None: ...
     def on_epoch_begin(self, trainer: "Trainer") -> None: ...
