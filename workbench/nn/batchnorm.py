@@ -6,6 +6,11 @@ variance). Evaluation uses the running statistics. Backward, with
 g = dL/dy and N the batch size:
     dgamma = sum(g xhat), dbeta = sum(g),
     dx = gamma / (N sqrt(var_B + eps)) * (N g - sum(g) - xhat sum(g xhat)).
+
+Images (N, C, H, W): spatial batch normalization (Ioffe & Szegedy 2015, sec. 3.2),
+one mean, variance, gamma and beta per channel, the sums taken over (N, H, W),
+so N above becomes N H W (as `torch.nn.BatchNorm2d`; the running variance is
+unbiased over those N H W values).
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ class BatchNorm(Layer):
 
     @classmethod
     def from_config(cls, name, config, input_shape, ctx):
+        if len(input_shape) not in (1, 3):
+            raise ctx.fail(f"batch_norm takes flat samples or (C, H, W) images, not {'x'.join(map(str, input_shape))}",
+                           'add {type = "flatten"} before it')
         layer = cls(name, int(input_shape[0]), ctx.dtype, config["momentum"], config["eps"])
         ctx.reserve(2 * int(input_shape[0]))
         layer.item = {k: v for k, v in config.items() if k != "type"}
@@ -47,6 +55,8 @@ class BatchNorm(Layer):
         return "batchnorm"
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if x.ndim == 4:
+            return self._forward_images(x, training)
         if training:
             n = x.shape[0]
             mean = x.mean(axis=0)
@@ -64,6 +74,8 @@ class BatchNorm(Layer):
         return xhat * self.params["gamma"] + self.params["beta"]
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if grad_out.ndim == 4:
+            return self._backward_images(grad_out)
         xhat, n = self._xhat, grad_out.shape[0]
         sum_g = grad_out.sum(axis=0)
         sum_gx = (grad_out * xhat).sum(axis=0)
@@ -71,6 +83,40 @@ class BatchNorm(Layer):
         self.grads["beta"][...] = sum_g
         scale = self.params["gamma"] * self._inv_std * (1.0 / n)
         return scale * (n * grad_out - sum_g - xhat * sum_gx)
+
+    # -- images: per-channel statistics over (N, H, W) -------------------------------------------
+    def _forward_images(self, x: np.ndarray, training: bool) -> np.ndarray:
+        per_channel = lambda v: v[:, None, None]  # noqa: E731  (C,) against (N, C, H, W)
+        if training:
+            n = x.shape[0] * x.shape[2] * x.shape[3]
+            mean = x.mean(axis=(0, 2, 3))
+            centered = x - per_channel(mean)
+            var = np.mean(centered * centered, axis=(0, 2, 3))
+            self._inv_std = 1.0 / np.sqrt(var + self.eps)
+            centered *= per_channel(self._inv_std)
+            self._xhat = xhat = centered
+            m = self.momentum
+            self.running_mean *= 1.0 - m
+            self.running_mean += m * mean
+            self.running_var *= 1.0 - m
+            self.running_var += (m * n / max(n - 1, 1)) * var
+        else:
+            xhat = (x - per_channel(self.running_mean)) * per_channel(1.0 / np.sqrt(self.running_var + self.eps))
+        return xhat * per_channel(self.params["gamma"]) + per_channel(self.params["beta"])
+
+    def _backward_images(self, grad_out: np.ndarray) -> np.ndarray:
+        per_channel = lambda v: v[:, None, None]  # noqa: E731
+        xhat = self._xhat
+        n = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
+        sum_g = grad_out.sum(axis=(0, 2, 3))
+        sum_gx = (grad_out * xhat).sum(axis=(0, 2, 3))
+        self.grads["gamma"][...] = sum_gx
+        self.grads["beta"][...] = sum_g
+        scale = self.params["gamma"] * self._inv_std * (1.0 / n)
+        grad = grad_out * float(n) - per_channel(sum_g)
+        grad -= xhat * per_channel(sum_gx)
+        grad *= per_channel(scale)
+        return grad
 
     def state(self) -> dict[str, np.ndarray]:
         return {"running_mean": self.running_mean, "running_var": self.running_var}

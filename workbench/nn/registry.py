@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from workbench.nn.activations import ACTIVATIONS
 from workbench.nn.batchnorm import BatchNorm
+from workbench.nn.conv import Conv2D
 from workbench.nn.dense import Dense
 from workbench.nn.dropout import Dropout
+from workbench.nn.flatten import Flatten
 from workbench.nn.keys import check_item
 from workbench.nn.layer import Layer
+from workbench.nn.layernorm import LayerNorm
+from workbench.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from workbench.nn.residual import Residual
 
 LAYERS: dict[str, type[Layer]] = {
     cls.type_name: cls
-    for cls in (Dense, Residual, BatchNorm, Dropout, *ACTIVATIONS.values())
+    for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Residual, BatchNorm, LayerNorm,
+                Dropout, *ACTIVATIONS.values())
 }
 
 
