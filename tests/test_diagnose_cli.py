@@ -119,7 +119,7 @@ def test_a_tracker_gets_the_verdict_from_diagnose_tracked(tmp_path):
     """The call RunTracker.finish makes: tag, diagnosis.json and figure on the run; finish returns the verdict."""
     from mlflow import MlflowClient
 
-    from workbench.diagnose import diagnose_tracked
+    from workbench.tracking.diagnosis import diagnose_tracked
     from workbench.runner import build_run
     from workbench.spec import spec_from_dict
     from workbench.tracking import RunTracker

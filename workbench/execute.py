@@ -8,7 +8,9 @@ after it, whether it finished, failed, diverged or was interrupted.
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from workbench.errors import UserError
@@ -49,8 +51,14 @@ def execute(
     spec_path: str | None = None,
     hooks: tuple[Hook, ...] = (),
     tracker_options: dict[str, Any] | None = None,
+    checkpoint_dir: str | None = None,
 ) -> Outcome:
     """Train the run a spec describes; exceptions and interrupts propagate after the run is closed truthfully.
+
+    Checkpoints are registered here, where the run is executed: a tracked run writes them to a
+    temporary folder that the tracker uploads as `checkpoint/` (unless `tracker_options` says
+    `checkpoint=False`); any run, tracked or not, writes them to `checkpoint_dir` when given
+    (`workbench.checkpoint.restore(run, checkpoint_dir)` continues from there).
 
     With `resume_run_id` (and no spec) the tracked run of that id continues from its last checkpoint:
     its spec.toml is the spec, the same MLflow run is re-opened and closed with the new outcome.
@@ -59,13 +67,11 @@ def execute(
         if spec is None:
             raise ValueError("execute() needs a spec or a resume_run_id")
         return _execute(spec, track=track, tracking_uri=tracking_uri, progress=progress, spec_path=spec_path,
-                        hooks=hooks, tracker_options=tracker_options)
+                        hooks=hooks, tracker_options=tracker_options, checkpoint_dir=checkpoint_dir)
     if spec is not None:
         raise UserError("--resume continues a run with the spec it was started with: give no SPEC and no --set")
     if not track:
         raise UserError("--resume continues a tracked run: it cannot be combined with --no-track")
-    import tempfile
-
     from workbench.tracking.resume import fetch_resume
 
     with tempfile.TemporaryDirectory(prefix="workbench-resume-") as tmp:
@@ -75,7 +81,7 @@ def execute(
 
 
 def _execute(spec: Spec, *, track, tracking_uri, progress, spec_path, hooks, tracker_options,
-             resume: tuple[str, Any] | None = None) -> Outcome:
+             resume: tuple[str, Any] | None = None, checkpoint_dir: str | None = None) -> Outcome:
     extra = list(hooks)
     if progress:
         from workbench.progress import ProgressPrinter
@@ -87,10 +93,20 @@ def _execute(spec: Spec, *, track, tracking_uri, progress, spec_path, hooks, tra
 
         restore(run, resume[1])
     tracker = None
+    options = dict(tracker_options or {})
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if folder is None and track and options.get("checkpoint", True):
+        folder = Path(tempfile.mkdtemp(prefix="workbench-checkpoint-"))  # uploaded, then removed, by the tracker
+    if folder is not None:
+        from workbench.checkpoint import Checkpoint
+
+        folder.mkdir(parents=True, exist_ok=True)
+        run.trainer.register(Checkpoint(run, folder))
     if track:
         from workbench.tracking import RunTracker
 
-        tracker = RunTracker(spec, tracking_uri=tracking_uri, spec_path=spec_path, **(tracker_options or {}))
+        tracker = RunTracker(spec, tracking_uri=tracking_uri, spec_path=spec_path, **options)
+        tracker.checkpoint_dir = folder if checkpoint_dir is None else None  # a user's folder stays theirs
         if resume is not None:
             tracker.resume(run, resume[0])
         else:

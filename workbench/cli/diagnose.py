@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from workbench.diagnose import diagnose_record, diagnose_run
+    from workbench.diagnose import diagnose_record
+    from workbench.tracking.diagnosis import diagnose_run
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one download: no bar on stderr
 

@@ -12,15 +12,15 @@
 - findings.py: `Finding`, `Diagnosis`, `VERDICTS` (severity and order).
 - report.py, figure.py: the text report and the diagnosis figure.
 - live.py: `LiveDiagnosis`, the hook that diagnoses while training and can stop a sick run.
-- source.py: MLflow: find a run, download its record, log `diagnosis.json`, the figure and the verdict tag.
 
+Diagnosis is pure: a record and a spec in, a diagnosis out. Finding a tracked run, downloading
+its record and logging the result is MLflow's side: `workbench.tracking.diagnosis`.
 Importing this package imports neither mlflow nor matplotlib; the functions that need them do.
 """
 
 from workbench.diagnose.engine import Diagnoser, diagnose_record
 from workbench.diagnose.findings import HEALTHY, VERDICTS, Diagnosis, Finding
 from workbench.diagnose.live import STOP_ON_SICK, LiveDiagnosis
-from workbench.diagnose.source import diagnose_and_log, diagnose_run, diagnose_tracked
 
 __all__ = [
     "HEALTHY",
@@ -30,8 +30,5 @@ __all__ = [
     "Diagnosis",
     "Finding",
     "LiveDiagnosis",
-    "diagnose_and_log",
     "diagnose_record",
-    "diagnose_run",
-    "diagnose_tracked",
 ]

@@ -1,5 +1,9 @@
 """Diagnosis of tracked runs: find a run in any MLflow store, read its statistics, log the result.
 
+The MLflow side of `workbench diagnose`: the diagnosis itself is pure (`workbench.diagnose`:
+a record and a spec in, a diagnosis out); this module, like everything that talks to MLflow,
+lives in `workbench.tracking`, so the dependency goes one way (tracking -> diagnose).
+
     diagnosis = diagnose_run("latest", tracking_uri="sqlite:///mlflow.db")   # logs and tags too
     diagnose_and_log(client, run_id, record, spec=params)                    # any client, any record
     diagnose_tracked(tracker, record)                                         # from RunTracker.finish
@@ -104,7 +108,7 @@ def diagnose_and_log(client, run_id: str, record, *, spec: Any = None, log: bool
     diagnosis = diagnose_record(record, spec=spec, run_id=run_id)
     if log:
         from workbench.tracking.artifacts import DIAGNOSIS_FILE
-        from workbench.tracking.tracker import TAG_VERDICT
+        from workbench.tracking.tracker import TAG_VERDICT  # late: the tracker imports this module
 
         client.log_dict(run_id, diagnosis.to_json(), DIAGNOSIS_FILE)
         log_figure(client, run_id, record, diagnosis)

@@ -21,7 +21,7 @@ numbers, sent by a `MetricLogger` thread with `log_batch`:
 `finish` (any outcome: FINISHED, FAILED, KILLED) drains the metrics, uploads
 `stats/`, `model/`, `plots/` (skipped with `plots=False`) and `checkpoint/` (the last
 epoch end's `workbench.checkpoint`, skipped with `checkpoint=False`), runs
-`workbench.diagnose.diagnose_tracked` unless a verdict was set already (tag
+`workbench.tracking.diagnosis.diagnose_tracked` unless a verdict was set already (tag
 `workbench.verdict`, diagnosis.json; `finish` returns the verdict), tags
 `workbench.status_reason` and sets the status last. It never raises over the
 error that ended training: every step is attempted, a failing one prints a
@@ -35,7 +35,6 @@ import shutil
 import signal
 import sys
 import threading
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -119,8 +118,8 @@ class RunTracker(Hook):
         self.run_name = run_name
         self.extra_tags = dict(tags or {})
         self.plots = bool(plots)  # drawing a run's PNGs takes about a second: studies may skip it
-        self.checkpoint = bool(checkpoint)  # save a checkpoint each epoch, uploaded as `checkpoint/` at finish
-        self.checkpoint_dir: Path | None = None
+        self.checkpoint = bool(checkpoint)  # upload the runner's checkpoint folder as `checkpoint/` at finish
+        self.checkpoint_dir: Path | None = None  # set by the runner that registered the Checkpoint hook
         self.log_every = int(spec.monitor.log_every)
         self.client = None
         self.experiment_id: str | None = None
@@ -212,18 +211,14 @@ class RunTracker(Hook):
             raise
 
     def _hook_in(self, run) -> None:
-        """Start the sender and register this hook, the gradient snapshot and the checkpoint hook."""
+        """Start the sender and register this hook and the gradient snapshot (checkpoints are the runner's:
+        `workbench.execute` registers them and hands the folder over as `checkpoint_dir`)."""
         self.metrics = MetricLogger(self.client, self.run_id)
         self._run = run
         self._handles.append(run.trainer.register(self))
         self._gradients = _gradient_snapshot() if self.plots else None
         if self._gradients is not None:
             self._handles.append(run.trainer.register(self._gradients))
-        if self.checkpoint:
-            from workbench.checkpoint import Checkpoint
-
-            self.checkpoint_dir = Path(tempfile.mkdtemp(prefix="workbench-checkpoint-"))
-            self._handles.append(run.trainer.register(Checkpoint(run, self.checkpoint_dir)))
 
     def finish(self, run, result, status: str, reason: str | None = None) -> str | None:
         """Tag the reason, flush metrics, upload record, model and plots, diagnose, set the status; returns the verdict.
@@ -270,7 +265,7 @@ class RunTracker(Hook):
                 _attempt("the model", artifacts.log_model, self.client, self.run_id, run.model, self.spec)
             if record is not None and self.verdict is None:
                 _attempt("the diagnosis", self._diagnose, record)
-            if self.checkpoint_dir is not None:
+            if self.checkpoint and self.checkpoint_dir is not None:
                 _attempt("the checkpoint", self._log_checkpoint)
             for job in jobs:
                 _attempt("the plots", job.finish, self.client, self.run_id)
@@ -302,7 +297,7 @@ class RunTracker(Hook):
     def _diagnose(self, record) -> None:
         """`workbench.diagnose` on the record: the verdict tag, diagnosis.json and its figure."""
         try:
-            from workbench.diagnose import diagnose_tracked
+            from workbench.tracking.diagnosis import diagnose_tracked
         except ImportError:
             return
         diagnose_tracked(self, record)
