@@ -157,3 +157,12 @@ def test_shape_mistakes_name_the_item_before_any_work():
         build_network([{"type": "residual", "projection": False, "body": [{"type": "dense", "units": 3}]}], (5,), 2)
     with pytest.raises(UserError, match=r"model.layers\[1\].*100,000,000 parameters"):
         build_network([{"type": "dense", "units": 20000}, {"type": "dense", "units": 20000}], (5,), 2)
+
+
+def test_readme_layer_table_is_the_registry():
+    from pathlib import Path
+
+    from workbench.nn.registry import layer_reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert layer_reference() in readme, "README's layer table is stale: paste workbench.nn.registry.layer_reference()"

@@ -15,6 +15,8 @@ from workbench.nn.layer import Layer
 
 
 class Dropout(Layer):
+    """Inverted dropout (Srivastava et al. 2014): y = x m / (1 - p) in training, the identity in evaluation."""
+
     kind = "dropout"
     type_name = "dropout"
     prefix = "drop"

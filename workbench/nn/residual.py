@@ -20,6 +20,9 @@ from workbench.nn.layer import Layer
 
 
 class Residual(Layer):
+    """y = body(x) + P(x): P the identity, or a learned dense / 1x1 conv projection when the body changes the shape
+    (He et al. 2016); bodies nest."""
+
     type_name = "residual"
     prefix = "res"
     keys = (
