@@ -11,7 +11,7 @@ import pytest
 import workbench
 from workbench.execute import execute
 from workbench.spec import load_spec
-from workbench.training import Hook
+from test_resume import InterruptAt  # noqa: E402  (tests/ is on sys.path under pytest)
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["data.limit=300", "training.epochs=3", "monitor.log_every=2", "early_stopping.enabled=false"]
@@ -21,17 +21,6 @@ SPECS = {
                ["dense1", "res1.dense1", "res1.dense2", "res2.dense1", "res2.dense2", "res3.dense1", "res3.dense2",
                 "res4.dense1", "res4.dense2", "dense2"]),
 }
-
-
-class InterruptAt(Hook):
-    priority = 100
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, logs) -> None:
-        if trainer.epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
