@@ -166,3 +166,11 @@ def test_readme_layer_table_is_the_registry():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert layer_reference() in readme, "README's layer table is stale: paste workbench.nn.registry.layer_reference()"
+
+
+def test_nan_guard_names_the_nested_layer_where_the_forward_pass_broke():
+    spec = spec_from_dict({"data": {"source": "iris"}, "model": {"layers": RESIDUAL}, "training": {"epochs": 2}})
+    run = build_run(spec)
+    run.model.layer("res1.res1.dense1").params["W"][0, 0] = np.nan
+    result = run.trainer.fit()
+    assert result.status == "FAILED" and "at layer res1.res1.dense1" in result.reason

@@ -35,7 +35,7 @@ def _finite(array: np.ndarray | None) -> bool:
 
 def first_nonfinite_output(model) -> str | None:
     """The first layer, in forward order, whose last output holds a NaN or Inf."""
-    for layer, _ in model.walk():
+    for layer in model.computation_order():  # inside a residual block, its layers before the sum
         if not _finite(model.outputs.get(layer.name)):
             return layer.name
     return None

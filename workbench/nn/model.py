@@ -157,6 +157,15 @@ class Sequential(Layer):
             yield layer, depth
             yield from _walk_children(layer, depth + 1)
 
+    def computation_order(self) -> list[Layer]:
+        """Every layer in the order its output is computed: a container after the layers inside it."""
+        def visit(layer: Layer) -> Iterator[Layer]:
+            for child in layer.children():
+                yield from visit(child)
+            yield layer
+
+        return [layer for top in self.layers for layer in visit(top)]
+
     def layer(self, name: str) -> Layer:
         return self._by_name[name]
 
