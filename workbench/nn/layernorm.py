@@ -1,19 +1,23 @@
 """Layer normalization (Ba, Kiros & Hinton 2016, "Layer normalization", eq. 4).
 
-Each sample is normalized over all its features, independently of the batch
-(so training and evaluation compute the same thing and nothing is kept running):
+Each sample is normalized over its features, independently of the batch (so
+training and evaluation compute the same thing and nothing is kept running):
 
-    mu = mean(x), var = mean((x - mu)^2)   over the sample's features (F, or C, H, W)
+    mu = mean(x), var = mean((x - mu)^2)   over the normalized axes,
     xhat = (x - mu) / sqrt(var + eps),     y = gamma xhat + beta.
 
-gamma and beta: one per feature for flat samples (F,), as `torch.nn.LayerNorm(F)`;
-one per channel for images (C,), shared over H and W so the layer does not tie
-itself to an image size (this is `torch.nn.GroupNorm(1, C)`, layer norm with a
-per-channel affine, as Wu & He 2018 note). Backward, with g = dL/dy, D the number
-of features per sample, and gx = gamma g (broadcast):
+Normalized axes and affine parameters, by per-sample shape:
+- flat (F,): all F features; gamma, beta of size F (`torch.nn.LayerNorm(F)`);
+- sequences (T, F): the F features of each step; gamma, beta of size F
+  (`torch.nn.LayerNorm(F)` on (N, T, F), as transformers use it);
+- images (C, H, W): all of C, H, W; gamma, beta one per channel (C,), shared over
+  H and W so the layer does not tie itself to an image size (this is
+  `torch.nn.GroupNorm(1, C)`: layer norm with a per-channel affine, Wu & He 2018).
 
-    dgamma = sum(g xhat), dbeta = sum(g)   (over the batch, and H, W for images),
-    dx = (gx - mean(gx) - xhat mean(gx xhat)) / sqrt(var + eps)   (means over the sample's features).
+Backward, with g = dL/dy and gx = gamma g (broadcast):
+
+    dgamma = sum(g xhat), dbeta = sum(g)   (over every axis but gamma's),
+    dx = (gx - mean(gx) - xhat mean(gx xhat)) / sqrt(var + eps)   (means over the normalized axes).
 """
 
 from __future__ import annotations
@@ -41,10 +45,10 @@ class LayerNorm(Layer):
 
     @classmethod
     def from_config(cls, name, config, input_shape, ctx):
-        if len(input_shape) not in (1, 3):
-            raise ctx.fail(f"layer_norm takes flat samples or (C, H, W) images, not {shape_text(input_shape)}",
-                           'add {type = "flatten"} before it')
-        size = int(input_shape[0])
+        if len(input_shape) not in (1, 2, 3):
+            raise ctx.fail(f"layer_norm takes flat samples, (T, F) sequences or (C, H, W) images, not "
+                           f"{shape_text(input_shape)}", 'add {type = "flatten"} before it')
+        size = int(input_shape[0] if len(input_shape) == 3 else input_shape[-1])
         ctx.reserve(2 * size)
         layer = cls(name, size, ctx.dtype, len(input_shape) == 3, config["eps"])
         layer.item = {key: value for key, value in config.items() if key != "type"}
@@ -57,8 +61,14 @@ class LayerNorm(Layer):
         value = self.params[key]
         return value[:, None, None] if self.images else value
 
+    def _axes(self, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(normalized axes, axes gamma is shared over) for a batch of rank `ndim`."""
+        if self.images:
+            return (1, 2, 3), (0, 2, 3)
+        return (ndim - 1,), tuple(range(ndim - 1))
+
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        axes = tuple(range(1, x.ndim))
+        axes = self._axes(x.ndim)[0]
         mean = x.mean(axis=axes, keepdims=True)
         centered = x - mean
         var = np.mean(centered * centered, axis=axes, keepdims=True)
@@ -68,8 +78,7 @@ class LayerNorm(Layer):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         xhat = self._xhat
-        axes = tuple(range(1, xhat.ndim))
-        batch_axes = (0, 2, 3) if self.images else (0,)
+        axes, batch_axes = self._axes(xhat.ndim)
         np.sum(grad_out * xhat, axis=batch_axes, out=self.grads["gamma"])
         np.sum(grad_out, axis=batch_axes, out=self.grads["beta"])
         gx = grad_out * self._affine("gamma")
