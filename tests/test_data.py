@@ -64,6 +64,10 @@ def test_registry_lists_every_source():
         "mnist": "classification",
         "csv": "from_file",
         "npz": "from_file",
+        "adding": "regression",  # the sequence tasks: tests/test_sequence_data.py
+        "temporal_order": "classification",
+        "copy": "classification",
+        "sequential_mnist": "classification",
     }
 
 

@@ -15,7 +15,7 @@ from workbench.data import Dataset, load_dataset
 from workbench.errors import UserError
 from workbench.monitor import build_monitor_hooks
 from workbench.nn.losses import LOSSES, Huber, Loss
-from workbench.nn.model import Architecture, Sequential, build_network
+from workbench.nn.model import RECURRENT_TYPES, Architecture, Sequential, build_network
 from workbench.nn.registry import LAYERS
 from workbench.nn.optim import build_optimizer
 from workbench.spec import Spec
@@ -48,6 +48,7 @@ def load_data(spec: Spec) -> Dataset:
         d.source, seed=spec.seed, dtype=spec.dtype, path=d.path, target=d.target,
         test_fraction=d.test_fraction, val_fraction=d.val_fraction, standardize=d.standardize,
         n_samples=d.n_samples, n_features=d.n_features, n_classes=d.n_classes, noise=d.noise, limit=d.limit,
+        sequence_length=d.sequence_length,
     )
 
 
@@ -87,14 +88,24 @@ def _check_model_size(n_inputs: int, hidden: tuple[int, ...], n_outputs: int) ->
         )
 
 
+def _first_input_ndim(items: list[dict]) -> int | None:
+    """The per-sample rank the first layer that cares wants (layers taking any shape defer to the next)."""
+    for item in items:
+        if "body" in item:  # a container: its first layer decides
+            return _first_input_ndim(item["body"])
+        ndim = LAYERS[item["type"]].input_ndim
+        if ndim is not None:
+            return ndim
+    return None
+
+
 def input_shape_for(items: list[dict], data: Dataset) -> tuple[int, ...]:
-    """Images (C, H, W) for a model whose first layer takes images (a convolution), flat features otherwise."""
-    first = items[0] if items else None
-    while first is not None and "body" in first:  # a container first: its first layer decides
-        first = first["body"][0] if first["body"] else None
-    wants_images = first is not None and LAYERS[first["type"]].input_ndim == 3
-    if wants_images and data.sample_shape is not None:
-        return tuple(data.sample_shape)
+    """Images (C, H, W) for a model whose first layer takes images (a convolution), sequences (T, F) for one
+    whose first layer reads them (a recurrent layer), flat features otherwise."""
+    wants = _first_input_ndim(items)
+    shape = data.sample_shape
+    if wants in (2, 3) and shape is not None and len(shape) == wants:
+        return tuple(shape)
     return (data.n_features,)
 
 
@@ -110,11 +121,32 @@ def build_model_for(spec: Spec, data: Dataset, n_outputs: int, rng, dropout_rng)
             batch_norm=m.batch_norm, dropout=m.dropout, dtype=spec.dtype, meta=meta,
         )
     items = m.items()
+    recurrent = [item for item in items if item["type"] in RECURRENT_TYPES]
+    if data.per_step and not recurrent:
+        raise UserError(f'data.source = "{data.name}" has a target at every step: the model needs a recurrent '
+                        'layer that returns every step, e.g. [[model.layers]] type = "lstm", units = 64, '
+                        "return_sequences = true")
     shape = input_shape_for(items, data)
     data = data.shaped(shape)
     model = build_network(items, shape, n_outputs, init=m.init, init_scale=m.init_scale, dtype=spec.dtype,
-                          rng=rng, dropout_rng=dropout_rng, architecture=arch, meta=meta)
+                          rng=rng, dropout_rng=dropout_rng, architecture=arch, meta=meta, per_step=data.per_step)
     return model, data
+
+
+def set_bptt_steps(model: Sequential, steps: int, data: Dataset) -> None:
+    """Truncated BPTT for every recurrent layer of the model (0: the whole sequence), checked against the data."""
+    layers = [layer for layer, _ in model.walk() if hasattr(layer, "bptt_steps")]
+    if not steps:
+        return
+    if not layers:
+        raise UserError(f"training.bptt_steps = {steps} truncates backpropagation through time, but the model has "
+                        "no recurrent layer: set training.bptt_steps = 0 (or add an rnn, lstm or gru layer)")
+    length = int(data.input_shape[0])
+    if steps > length:
+        raise UserError(f"training.bptt_steps = {steps} is longer than the sequences of {data.name} ({length} steps): "
+                        f"use at most {length}, or 0 for the whole sequence")
+    for layer in layers:
+        layer.bptt_steps = int(steps)
 
 
 def seeds(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
@@ -131,6 +163,7 @@ def build_run(spec: Spec, *, hooks: tuple[Hook, ...] = (), data: Dataset | None 
         raise UserError(f"{data.name}: the training split is empty: lower data.test_fraction or data.val_fraction")
     init_rng, dropout_rng, shuffle_rng = seeds(spec.seed)
     model, data = build_model_for(spec, data, loss.output_units(data.n_outputs), init_rng, dropout_rng)
+    set_bptt_steps(model, spec.training.bptt_steps, data)
     o, t = spec.optimizer, spec.training
     steps_per_epoch = max(1, -(-len(data.X_train) // t.batch_size))
     optimizer = build_optimizer(

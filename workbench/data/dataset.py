@@ -33,6 +33,7 @@ class Dataset:
     classes: tuple
     feature_names: tuple[str, ...]
     sample_shape: tuple[int, ...] | None = None  # images: (C, H, W) of the flat features; None: flat only
+    per_step: bool = False  # sequences with a label at every step: y_* are (n, T)
 
     @property
     def n_features(self) -> int:
@@ -86,7 +87,8 @@ class RawData:
     row_word: str = "row"
     test: tuple[np.ndarray, np.ndarray] | None = None
     x_divisor: float = 1.0
-    sample_shape: tuple[int, ...] | None = None  # images (C, H, W): X holds them flattened
+    sample_shape: tuple[int, ...] | None = None  # images (C, H, W) or sequences (T, F): X holds them flattened
+    standardize: bool = True  # False: the encoding is the task (one-hot symbols, markers): data.standardize skips it
 
 
 @dataclass(frozen=True)
@@ -100,3 +102,4 @@ class SourceOptions:
     n_features: int = 20
     n_classes: int = 3
     noise: float = 0.1
+    sequence_length: int | None = None  # sequence sources: steps per sequence (None: the source's default)

@@ -19,6 +19,7 @@ from workbench.data.csv_file import load_csv
 from workbench.data.dataset import Dataset, RawData, SourceOptions
 from workbench.data.mnist import mnist
 from workbench.data.npz_file import load_npz
+from workbench.data.sequences import SEQUENCE_LOADERS
 from workbench.data.splits import fit_standardizer, split_off, subsample
 from workbench.data.synthetic import SYNTHETIC_LOADERS
 from workbench.errors import UserError
@@ -29,6 +30,7 @@ LOADERS: dict[str, tuple[str, Callable[[SourceOptions], RawData]]] = {
     "mnist": ("classification", mnist),
     "csv": ("from_file", load_csv),
     "npz": ("from_file", load_npz),
+    **SEQUENCE_LOADERS,
 }
 # source name -> task ("classification", "regression", or "from_file" when the file decides)
 SOURCES: dict[str, str] = {name: task for name, (task, _) in LOADERS.items()}
@@ -51,7 +53,7 @@ def _check_options(
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
             raise UserError(f"{name} = {value!r} is not a number")
     integers = {"seed": options.seed, "n_samples": options.n_samples, "n_features": options.n_features,
-                "n_classes": options.n_classes, "limit": limit}
+                "n_classes": options.n_classes, "limit": limit, "sequence_length": options.sequence_length}
     for name, value in integers.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
             raise UserError(f"{name} = {value!r} is not an integer")
@@ -64,6 +66,8 @@ def _check_options(
         ("n_features", options.n_features, options.n_features >= 1, ">= 1"),
         ("n_classes", options.n_classes, options.n_classes >= 2, ">= 2"),
         ("limit", limit, limit is None or limit >= 1, ">= 1 (or unset for all examples)"),
+        ("sequence_length", options.sequence_length, options.sequence_length is None or options.sequence_length >= 1,
+         ">= 1 (or unset for the source's default)"),
     ]
     for name, value, ok, allowed in rules:
         if not ok:
@@ -93,6 +97,7 @@ def load_dataset(
     n_classes: int = 3,
     noise: float = 0.1,
     limit: int | None = None,
+    sequence_length: int | None = None,
 ) -> Dataset:
     """Load `source`, split it into train / val / test and scale it; the same seed gives the same arrays.
 
@@ -100,10 +105,13 @@ def load_dataset(
     examples (stratified, before splitting; for MNIST it caps the training set and
     its own test set at max(limit // 6, 10)). Raises `UserError` for any user mistake.
     """
-    options = SourceOptions(seed, None if path is None else str(path), target, n_samples, n_features, n_classes, noise)
+    options = SourceOptions(seed, None if path is None else str(path), target, n_samples, n_features, n_classes, noise,
+                            sequence_length)
     _check_options(source, dtype, test_fraction, val_fraction, limit, options)
     raw = LOADERS[source][1](options)
     classification = raw.task == "classification"
+    per_step = classification and raw.y.ndim == 2  # a label at every step of a sequence (copy)
+    stratified = classification and not per_step
 
     check_finite(raw.X, raw.feature_names, raw.origin, raw.row_labels, raw.row_word)
     check_finite(raw.y, raw.target_names, raw.origin, raw.row_labels, raw.row_word)
@@ -112,7 +120,10 @@ def load_dataset(
     if raw.test is not None:
         X_test, y_test = raw.test
     classes: tuple = ()
-    if classification:
+    if per_step:
+        codes, classes = encode_labels(y.reshape(-1), raw.origin, raw.label_names)
+        y = codes.reshape(y.shape)
+    elif classification:
         if raw.test is None:
             y, classes = encode_labels(y, raw.origin, raw.label_names)
         else:
@@ -123,18 +134,18 @@ def load_dataset(
         check_class_sizes(y, classes, raw.origin, val_fraction, own_test=raw.test is not None)
 
     if limit is not None:
-        keep = subsample(y, limit, seed, classification, raw.origin)
+        keep = subsample(y, limit, seed, stratified, raw.origin)
         X, y = X[keep], y[keep]
         if X_test is not None:
-            keep = subsample(y_test, max(limit // 6, MNIST_MIN_TEST), seed, classification, raw.origin)
+            keep = subsample(y_test, max(limit // 6, MNIST_MIN_TEST), seed, stratified, raw.origin)
             X_test, y_test = X_test[keep], y_test[keep]
-    split = {"seed": seed, "stratified": classification, "origin": raw.origin}
+    split = {"seed": seed, "stratified": stratified, "origin": raw.origin}
     if X_test is None:
         X, y, X_test, y_test = split_off(X, y, test_fraction, part="test", **split)
     X_train, y_train, X_val, y_val = split_off(X, y, val_fraction, part="val", **split)
 
     parts = [_finish(part, raw, dtype) for part in (X_train, X_val, X_test)]
-    if standardize:
+    if standardize and raw.standardize:
         mean, std = fit_standardizer(parts[0])
         mean, std = mean.astype(dtype), std.astype(dtype)
         for part in parts:
@@ -157,4 +168,5 @@ def load_dataset(
         classes=classes,
         feature_names=tuple(raw.feature_names),
         sample_shape=raw.sample_shape,
+        per_step=per_step,
     )

@@ -107,3 +107,51 @@ def init_weight(name: str, shape: tuple[int, ...], rng: np.random.Generator, sca
     fan_in, fan_out = fans(shape)
     shape = tuple(int(s) for s in shape)
     return INITIALIZERS[name](fan_in, fan_out, rng, scale, np.dtype(dtype), shape if len(shape) != 2 else None)
+
+
+# -- recurrent matrices ------------------------------------------------------------------------------
+# A recurrent layer's U maps h_{t-1} (H units) to each of its G gates: U is (H, G*H), and each (H, H)
+# block is drawn on its own (so an lstm's four blocks are each orthogonal, as in PyTorch practice,
+# rather than the (H, 4H) matrix being semi-orthogonal as a whole). `scale` is the gain.
+
+
+def recurrent_orthogonal(units, rng, scale, dtype, spectral_radius=None):
+    """An orthogonal (H, H) block times a gain: every singular value is `scale` (Saxe et al. 2014), so
+    h_{t-1} -> U h_{t-1} neither shrinks nor grows any direction (the linear part of Pascanu's condition)."""
+    return orthogonal(units, units, rng, scale, dtype)
+
+
+def recurrent_identity(units, rng, scale, dtype, spectral_radius=None):
+    """`scale` times the identity: the IRNN of Le, Jaitly & Hinton (2015), which with ReLU units copies
+    the hidden state forward unchanged when the input is zero (scale 1), a memory that neither fades nor grows."""
+    return (scale * np.eye(units)).astype(dtype)
+
+
+def recurrent_normal(units, rng, scale, dtype, spectral_radius=None):
+    """N(0, scale^2 / H): by the circular law (Girko 1984) the eigenvalues fill the disc of radius
+    `scale`, so scale 1 sits at the edge between fading and growing (Sompolinsky et al. 1988)."""
+    return (rng.standard_normal(size=(units, units)) * (scale / math.sqrt(units))).astype(dtype)
+
+
+def recurrent_spectral(units, rng, scale, dtype, spectral_radius=1.0):
+    """A Gaussian block rescaled so that its largest |eigenvalue| is `spectral_radius`: the initialization
+    of echo-state networks (Jaeger 2001) that Sutskever et al. (2013) and Pascanu, Mikolov & Bengio (2013)
+    use for RNNs ("smart" init); below 1 the linearized state fades, above 1 it can grow."""
+    block = rng.standard_normal(size=(units, units))
+    radius = float(np.max(np.abs(np.linalg.eigvals(block)))) if units else 1.0
+    return (block * (spectral_radius / radius)).astype(dtype)
+
+
+RECURRENT_INITIALIZERS: dict[str, Initializer] = {
+    "orthogonal": recurrent_orthogonal,
+    "identity": recurrent_identity,
+    "normal": recurrent_normal,
+    "spectral": recurrent_spectral,
+}
+
+
+def init_recurrent(name: str, units: int, gates: int, rng: np.random.Generator, scale: float, dtype,
+                   spectral_radius: float = 1.0) -> np.ndarray:
+    """U of shape (H, gates * H): `gates` blocks, each drawn by the recurrent initializer `name`."""
+    blocks = [RECURRENT_INITIALIZERS[name](units, rng, scale, np.dtype(dtype), spectral_radius) for _ in range(gates)]
+    return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=dtype)

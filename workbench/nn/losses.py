@@ -30,12 +30,20 @@ class Loss:
 
 
 class CrossEntropy(Loss):
-    """Softmax cross-entropy on integer labels: L = mean(logsumexp(z) - z_y)."""
+    """Softmax cross-entropy on integer labels: L = mean(logsumexp(z) - z_y).
+
+    Per-step outputs (N, T, C) with labels (N, T) (a target at every step of a sequence)
+    are N*T rows: the mean runs over samples and steps, as PyTorch's CrossEntropyLoss.
+    """
 
     name = "cross_entropy"
     task = "classification"
 
     def __call__(self, output, target):
+        if output.ndim == 3:
+            shape = output.shape
+            loss, grad = self(output.reshape(-1, shape[2]), target.reshape(-1))
+            return loss, grad.reshape(shape)
         n = output.shape[0]
         shifted = output - output.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
@@ -49,12 +57,12 @@ class CrossEntropy(Loss):
         return loss, grad
 
     def predict(self, output):
-        return output.argmax(axis=1)
+        return output.argmax(axis=-1)
 
     @staticmethod
     def probabilities(output: np.ndarray) -> np.ndarray:
-        exp = np.exp(output - output.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+        exp = np.exp(output - output.max(axis=-1, keepdims=True))
+        return exp / exp.sum(axis=-1, keepdims=True)
 
 
 class BinaryCrossEntropy(Loss):

@@ -326,24 +326,55 @@ def build_network(
     dropout_rng: np.random.Generator | None = None,
     architecture: Architecture | None = None,
     meta: dict | None = None,
+    per_step: bool = False,
 ) -> Sequential:
-    """Build checked layer items for `input_shape`, then a dense output of `n_outputs` (None: items end with it)."""
+    """Build checked layer items for `input_shape`, then a dense output of `n_outputs` (None: items end with it).
+
+    `per_step`: the data has a target at every step of a sequence (copy), so the output layer applies
+    at every step of the sequence the last recurrent layer returns (`return_sequences = true`).
+    """
     from workbench.nn.registry import LAYERS, check_layers
 
     items = check_layers(list(items))
     if n_outputs is not None:
-        items.append({"type": "dense", "units": int(n_outputs), "init": None, "init_scale": None})
+        output = {"type": "dense", "units": int(n_outputs), "init": None, "init_scale": None}
+        if per_step:
+            output["per_step"] = True
+        items.append(output)
     ctx = BuildContext(
         dtype=np.dtype(dtype), rng=rng if rng is not None else np.random.default_rng(0),
         dropout_rng=dropout_rng if dropout_rng is not None else np.random.default_rng(1),
         registry=LAYERS, init=init, init_scale=init_scale,
     )
-    layers, shape = build_layers(items, tuple(input_shape), ctx)
+    try:
+        layers, shape = build_layers(items, tuple(input_shape), ctx)
+    except UserError:
+        if n_outputs is not None and ctx.where == f"model.layers[{len(items) - 1}]":
+            _explain_sequence_output(items, per_step)
+        raise
     layers[0].input_grad = False  # nobody consumes dL/dx of the model's input: skip that GEMM (as PyTorch)
-    if len(shape) != 1:
+    if len(shape) != (2 if getattr(layers[-1], "per_step", False) else 1):
         raise UserError(f"model.layers ends with per-sample shape {'x'.join(map(str, shape))}, "
                         'but the output layer is dense: add {type = "flatten"} or {type = "global_avg_pool2d"} last')
     return Sequential(layers, architecture, input_shape=tuple(input_shape), meta=meta)
+
+
+RECURRENT_TYPES = ("rnn", "lstm", "gru")
+
+
+def _explain_sequence_output(items: list[dict], per_step: bool) -> None:
+    """The output layer cannot take what the last layer gives: say which recurrent layer to change (one line)."""
+    last = next((i for i in range(len(items) - 2, -1, -1) if items[i]["type"] in RECURRENT_TYPES), None)
+    if last is None:
+        return
+    returns = items[last].get("return_sequences", False)
+    where = f"model.layers[{last}]"
+    if per_step and not returns:
+        raise UserError(f"{where}.return_sequences = false, but the data has a target at every step: "
+                        f"set return_sequences = true on {where} (the output layer then applies at every step)")
+    if not per_step and returns:
+        raise UserError(f"{where}.return_sequences = true, but the data has one target per sequence: "
+                        f"set return_sequences = false on {where} (the output layer reads the last hidden state)")
 
 
 def build_model(

@@ -16,16 +16,19 @@ from workbench.nn.conv import Conv2D
 from workbench.nn.dense import Dense
 from workbench.nn.dropout import Dropout
 from workbench.nn.flatten import Flatten
+from workbench.nn.gru import GRU
 from workbench.nn.keys import check_item
 from workbench.nn.layer import Layer
 from workbench.nn.layernorm import LayerNorm
+from workbench.nn.lstm import LSTM
 from workbench.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from workbench.nn.residual import Residual
+from workbench.nn.rnn import SimpleRNN
 
 LAYERS: dict[str, type[Layer]] = {
     cls.type_name: cls
     for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Residual, BatchNorm, LayerNorm,
-                Dropout, *ACTIVATIONS.values())
+                Dropout, SimpleRNN, LSTM, GRU, *ACTIVATIONS.values())
 }
 
 

@@ -26,6 +26,7 @@ DATA_SOURCE_CHOICES = (
     "digits", "breast_cancer", "wine", "iris", "diabetes",
     "moons", "circles", "spirals", "classification", "regression",
     "mnist", "csv", "npz",
+    "adding", "temporal_order", "copy", "sequential_mnist",
 )  # fmt: skip
 ACTIVATION_CHOICES = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "softsign", "identity")
 INIT_CHOICES = (
@@ -39,8 +40,9 @@ CLIPPING_MODE_CHOICES = ("none", "global_norm", "layer_norm", "value")
 MONITOR_MODE_CHOICES = ("min", "max")
 
 # Groups of choices the cross-field checks need.
-FILE_SOURCES = ("mnist", "csv", "npz")  # read from data.path
-REGRESSION_SOURCES = ("diabetes", "regression")
+FILE_SOURCES = ("mnist", "csv", "npz", "sequential_mnist")  # read from data.path
+REGRESSION_SOURCES = ("diabetes", "regression", "adding")
+SEQUENCE_SOURCES = ("adding", "temporal_order", "copy", "sequential_mnist")  # samples are (steps, features)
 SYNTHETIC_SOURCES = ("moons", "circles", "spirals", "classification", "regression")
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 
@@ -49,6 +51,7 @@ CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state range
 MAX_SAMPLES = 1_000_000
 MAX_FEATURES = 10_000
+MAX_SEQUENCE_LENGTH = 100_000
 
 SECTIONS = ("data", "model", "optimizer", "training", "clipping", "early_stopping", "monitor")
 
@@ -104,6 +107,11 @@ FIELDS: tuple[Field, ...] = (
     F("data.n_classes", int, 3, at_least(2), "classes (synthetic classification, spirals)"),
     F("data.noise", float, 0.1, NON_NEGATIVE, "noise level (synthetic sources)"),
     F("data.limit", int, None, at_least(10), "cap on the number of examples loaded", True, 1000),
+    F(
+        "data.sequence_length", int, None, Interval(1, MAX_SEQUENCE_LENGTH),
+        "steps per sequence (adding, temporal_order, copy: its delay T, sequential_mnist: a divisor of 784); "
+        "unset: the source's default", True, 50,
+    ),
     # model
     F("model.hidden", list, (128, 64), at_least(1), "hidden layer widths; [] is a linear model"),
     F("model.activation", str, "relu", Choices(ACTIVATION_CHOICES), "hidden activation"),
@@ -140,6 +148,11 @@ FIELDS: tuple[Field, ...] = (
     F("training.batch_size", int, 32, at_least(1), "examples per step"),
     F("training.shuffle", bool, True, None, "reshuffle the training part every epoch"),
     F("training.huber_delta", float, 1.0, POSITIVE, "threshold of the huber loss"),
+    F(
+        "training.bptt_steps", int, 0, at_least(0),
+        "truncated backpropagation through time: steps the gradient flows back through a recurrent layer "
+        "before it is cut (0: the whole sequence)",
+    ),
     # clipping
     F("clipping.mode", str, "none", Choices(CLIPPING_MODE_CHOICES), "gradient clipping"),
     F("clipping.max_norm", float, 1.0, POSITIVE, "norm bound (global_norm, layer_norm)"),

@@ -31,6 +31,7 @@ class DataSpec:
     n_classes: int = d("data.n_classes")
     noise: float = d("data.noise")
     limit: int | None = d("data.limit")
+    sequence_length: int | None = d("data.sequence_length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class TrainingSpec:
     batch_size: int = d("training.batch_size")
     shuffle: bool = d("training.shuffle")
     huber_delta: float = d("training.huber_delta")
+    bptt_steps: int = d("training.bptt_steps")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from .schema import CLASSIFICATION_LOSSES, FIELDS, FILE_SOURCES, REGRESSION_SOUR
 from .sections import SECTION_CLASSES, SHORTHAND, Spec
 from .values import coerce
 
-PATH_EXAMPLES = {"mnist": "data/mnist", "csv": "data/my.csv", "npz": "data/my.npz"}
+PATH_EXAMPLES = {"mnist": "data/mnist", "csv": "data/my.csv", "npz": "data/my.npz", "sequential_mnist": "data/mnist"}
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 
 
