@@ -121,11 +121,11 @@ def check_model(model: Sequential, x: np.ndarray, loss=None, y=None) -> None:
     freeze_dropout(model, x)
     if loss is None:
         r = np.random.default_rng(1).standard_normal(model.forward(x, training=True).shape)
-        value = lambda: float(np.sum(model.forward(x, training=True) * r))  # noqa: E731
-        grad_out = lambda: r  # noqa: E731
+        value = lambda: float(np.sum(model.forward(x, training=True) * r))
+        grad_out = lambda: r
     else:
-        value = lambda: loss(model.forward(x, training=True), y)[0]  # noqa: E731
-        grad_out = lambda: loss(model.forward(x, training=True), y)[1]  # noqa: E731
+        value = lambda: loss(model.forward(x, training=True), y)[0]
+        grad_out = lambda: loss(model.forward(x, training=True), y)[1]
     grad_in = model.backward(grad_out())
     analytic = {name: grad.copy() for name, grad in model.gradients().items()}
     assert grad_in is not None and grad_in.shape == x.shape
@@ -212,7 +212,7 @@ def test_conv_backward_can_run_twice_after_one_forward():
 
 
 def test_eval_convolution_in_chunks_equals_one_pass(monkeypatch):
-    import workbench.nn.conv as conv
+    from workbench.nn import conv
 
     model, _ = build([CONV, {"type": "relu"}, {"type": "conv2d", "filters": 9, "kernel": 3}], (2, 6, 6))
     x = np.random.default_rng(0).standard_normal((7, 2, 6, 6))

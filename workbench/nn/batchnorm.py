@@ -86,7 +86,7 @@ class BatchNorm(Layer):
 
     # -- images: per-channel statistics over (N, H, W) -------------------------------------------
     def _forward_images(self, x: np.ndarray, training: bool) -> np.ndarray:
-        per_channel = lambda v: v[:, None, None]  # noqa: E731  (C,) against (N, C, H, W)
+        per_channel = lambda v: v[:, None, None]
         if training:
             n = x.shape[0] * x.shape[2] * x.shape[3]
             mean = x.mean(axis=(0, 2, 3))
@@ -105,7 +105,7 @@ class BatchNorm(Layer):
         return xhat * per_channel(self.params["gamma"]) + per_channel(self.params["beta"])
 
     def _backward_images(self, grad_out: np.ndarray) -> np.ndarray:
-        per_channel = lambda v: v[:, None, None]  # noqa: E731
+        per_channel = lambda v: v[:, None, None]
         xhat = self._xhat
         n = grad_out.shape[0] * grad_out.shape[2] * grad_out.shape[3]
         sum_g = grad_out.sum(axis=(0, 2, 3))

@@ -199,7 +199,7 @@ class Conv2D(Layer):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         n, c, height, width = self._x_shape
-        k, s, top, left, hp, wp, oh, ow = self._geometry(height, width)
+        k, s, top, left, _, _, oh, ow = self._geometry(height, width)
         filters = grad_out.shape[1]
         grad = grad_out.transpose(0, 2, 3, 1).reshape(n * oh * ow, filters)  # G: a view when channels-last
         patches = self._patch_matrix

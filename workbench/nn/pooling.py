@@ -30,7 +30,7 @@ from workbench.nn.layer import Layer
 def same_layout(array: np.ndarray, like: np.ndarray) -> np.ndarray:
     """`array`, copied into the memory order of `like` if its own differs (mixed orders make element-wise
     passes several times slower)."""
-    order = lambda a: tuple(np.argsort(a.strides, kind="stable"))  # noqa: E731
+    order = lambda a: tuple(np.argsort(a.strides, kind="stable"))
     if order(array) == order(like):
         return array
     copy = np.empty_like(like, shape=array.shape, dtype=array.dtype)
@@ -181,7 +181,7 @@ class GlobalAvgPool2D(Layer):
         return x.mean(axis=(2, 3))
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        n, c, height, width = self._x_shape
+        height, width = self._x_shape[2:]
         grad = np.empty(self._x_shape, grad_out.dtype)
         grad[...] = (grad_out * (1.0 / (height * width)))[:, :, None, None]
         return grad
