@@ -180,7 +180,8 @@ def _run_seeds(trial, study, settings, spec, seeds, tracker_options, set_run_id,
     for k, seed in enumerate(seeds):
         reporter = TrialReporter(trial, study.metric, k * spec.training.epochs, seed, set_run_id if k == 0 else None)
         outcome = execute(spec.with_overrides({"seed": seed}), track=k == 0, tracking_uri=settings.tracking_uri,
-                          hooks=(reporter, *live_diagnosis_hooks(spec, study.stop_on)),
+                          hooks=(reporter, *live_diagnosis_hooks(spec, study.stop_on),
+                                 *(make_hook() for make_hook in study.trial_hooks)),
                           tracker_options=tracker_options if k == 0 else None)
         if k == 0 and outcome.run_id:
             set_run_id(outcome.run_id)

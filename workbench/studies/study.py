@@ -25,7 +25,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from workbench.errors import UserError
 from workbench.spec import Spec, load_spec, spec_from_dict
@@ -96,6 +96,7 @@ class Study:
     description: str = ""
     trial_plots: bool = False  # each trial's PNGs (seconds per trial); its statistics and curves are logged anyway
     stop_on: tuple[str, ...] = ("divergence", "exploding_gradients")  # live diagnosis verdicts that fail a trial
+    trial_hooks: tuple[Callable[[], Any], ...] = ()  # hook makers (e.g. Hook classes): one new hook per seed run
     origin: str = field(default="", repr=False)  # the defining script: relative base paths start there
 
     def __post_init__(self) -> None:
