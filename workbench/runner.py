@@ -20,6 +20,7 @@ from workbench.nn.registry import LAYERS
 from workbench.nn.optim import build_optimizer
 from workbench.spec import Spec
 from workbench.training import Hook, Trainer
+from workbench.training.evolution import GRADIENT_FREE, EvolutionStats, build_gradient_free
 
 REGRESSION_LOSSES = ", ".join(name for name, cls in LOSSES.items() if cls.task == "regression")
 
@@ -166,12 +167,16 @@ def build_run(spec: Spec, *, hooks: tuple[Hook, ...] = (), data: Dataset | None 
     set_bptt_steps(model, spec.training.bptt_steps, data)
     o, t = spec.optimizer, spec.training
     steps_per_epoch = max(1, -(-len(data.X_train) // t.batch_size))
-    optimizer = build_optimizer(
-        model.parameters(), o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
-        beta1=o.beta1, beta2=o.beta2, eps=o.eps, rho=o.rho, schedule=o.schedule,
-        steps_per_epoch=steps_per_epoch, epochs=t.epochs, step_size=o.step_size, gamma=o.gamma,
-        warmup_epochs=o.warmup_epochs, min_lr=o.min_lr, weights=model.weight_names(),
-    )
+    if o.name in GRADIENT_FREE:  # forward passes only, its own random stream (the first three stay as they were)
+        evolution_rng = np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(4)[3])
+        optimizer = build_gradient_free(model, spec, steps_per_epoch=steps_per_epoch, rng=evolution_rng)
+    else:
+        optimizer = build_optimizer(
+            model.parameters(), o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
+            beta1=o.beta1, beta2=o.beta2, eps=o.eps, rho=o.rho, schedule=o.schedule,
+            steps_per_epoch=steps_per_epoch, epochs=t.epochs, step_size=o.step_size, gamma=o.gamma,
+            warmup_epochs=o.warmup_epochs, min_lr=o.min_lr, weights=model.weight_names(),
+        )
     es = spec.early_stopping
     monitor_hooks = build_monitor_hooks(
         every=spec.monitor.every, max_records=spec.monitor.max_records,
@@ -185,7 +190,8 @@ def build_run(spec: Spec, *, hooks: tuple[Hook, ...] = (), data: Dataset | None 
     # a batch larger than the training split is the whole split (and must not size buffers by the request)
     trainer = Trainer(model, loss, optimizer, data, epochs=t.epochs, batch_size=min(t.batch_size, len(data.X_train)),
                       shuffle=t.shuffle, rng=shuffle_rng)
-    all_hooks = [*monitor_hooks, *hooks]
+    evolution = [EvolutionStats(monitor_hooks.monitor)] if o.name in GRADIENT_FREE else []
+    all_hooks = [*monitor_hooks, *evolution, *hooks]
     for hook in all_hooks:
         trainer.register(hook)
     monitor = next((h for h in monitor_hooks if hasattr(h, "record")), None)

@@ -33,7 +33,10 @@ INIT_CHOICES = (
     "standard", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
     "lecun_normal", "orthogonal", "normal", "uniform", "zeros",
 )  # fmt: skip
-OPTIMIZER_CHOICES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad")
+OPTIMIZER_CHOICES = (
+    "sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad",
+    "genetic", "evolution_strategy",  # gradient-free: workbench.training.evolution
+)  # fmt: skip
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "warmup_cosine")
 LOSS_CHOICES = ("cross_entropy", "binary_cross_entropy", "mse", "mae", "huber")
 CLIPPING_MODE_CHOICES = ("none", "global_norm", "layer_norm", "value")
@@ -51,6 +54,7 @@ CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 MAX_SEED = 2**32 - 1  # scikit-learn's random_state range
 MAX_SAMPLES = 1_000_000
 MAX_FEATURES = 10_000
+MAX_POPULATION = 10_000  # gradient-free optimizers: weight vectors per generation
 MAX_SEQUENCE_LENGTH = 100_000
 
 SECTIONS = ("data", "model", "optimizer", "training", "clipping", "early_stopping", "monitor")
@@ -142,6 +146,14 @@ FIELDS: tuple[Field, ...] = (
     F("optimizer.gamma", float, 0.1, Interval(0, 1, "right"), "decay factor (step)"),
     F("optimizer.warmup_epochs", int, 5, at_least(0), "linear warmup epochs (warmup_cosine)"),
     F("optimizer.min_lr", float, 0.0, NON_NEGATIVE, "final learning rate (cosine, warmup_cosine)"),
+    F(
+        "optimizer.population", int, 50, Interval(2, MAX_POPULATION),
+        "weight vectors evaluated per generation (genetic, evolution_strategy)",
+        hint="selection and antithetic pairs need at least 2 members",
+    ),
+    F("optimizer.mutation_scale", float, 0.005, POSITIVE, "std of the Gaussian mutation (genetic)"),
+    F("optimizer.crossover_rate", float, 0.5, Interval(0, 1), "fraction of children made by crossover (genetic)"),
+    F("optimizer.sigma", float, 0.05, POSITIVE, "std of the weight perturbations (evolution_strategy)"),
     # training
     F("training.loss", str, "cross_entropy", Choices(LOSS_CHOICES), "loss function"),
     F("training.epochs", int, 100, at_least(1), "passes over the training part"),

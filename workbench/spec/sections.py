@@ -72,6 +72,10 @@ class OptimizerSpec:
     gamma: float = d("optimizer.gamma")
     warmup_epochs: int = d("optimizer.warmup_epochs")
     min_lr: float = d("optimizer.min_lr")
+    population: int = d("optimizer.population")
+    mutation_scale: float = d("optimizer.mutation_scale")
+    crossover_rate: float = d("optimizer.crossover_rate")
+    sigma: float = d("optimizer.sigma")
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,10 @@ class Trainer:
         self.epochs, self.batch_size, self.shuffle = int(epochs), int(batch_size), bool(shuffle)
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.eval_batch_size = eval_batch_size
+        # A gradient-free optimizer (workbench.training.evolution) evaluates its population itself:
+        # `output, loss = optimizer.evaluate(model, loss, xb, yb)` replaces forward + loss, and there is
+        # no backward pass (on_after_backward is not called); `optimizer.step(grads)` then updates.
+        self.gradient_free = not getattr(optimizer, "uses_gradients", True)
         self.hooks = HookRegistry()
         for hook in hooks:
             self.register(hook)
@@ -143,15 +147,21 @@ class Trainer:
             index = order[start : start + bs]
             self.xb, self.yb = X[index], y[index]
             self._call("on_batch_begin")
-            self.output = model.forward(self.xb, training=True)
-            self.batch_loss, grad = loss_fn(self.output, self.yb)
-            self._call("on_after_forward")
-            if self.stop_requested:
-                break
-            model.backward(grad)
-            self._call("on_after_backward")
-            if self.stop_requested:
-                break
+            if self.gradient_free:  # forward passes only: no backward pass, no on_after_backward
+                self.output, self.batch_loss = optimizer.evaluate(model, loss_fn, self.xb, self.yb)
+                self._call("on_after_forward")
+                if self.stop_requested:
+                    break
+            else:
+                self.output = model.forward(self.xb, training=True)
+                self.batch_loss, grad = loss_fn(self.output, self.yb)
+                self._call("on_after_forward")
+                if self.stop_requested:
+                    break
+                model.backward(grad)
+                self._call("on_after_backward")
+                if self.stop_requested:
+                    break
             optimizer.step(params_grads)
             self.step += 1
             total += self.batch_loss * len(index)
