@@ -46,6 +46,17 @@ SICK = {
     # 30 ReLU layers with Xavier init: the activation std halves in variance at every layer.
     "bad_initialization": {**DIGITS, "model": {"hidden": [32] * 30, "init": "xavier_normal"},
                            "training": {"epochs": 2}},
+    # a tanh rnn over 60 steps: the gradient reaching step 1 is ~1e-6 of the one at step 60.
+    "vanishing_through_time": {"data": {"source": "adding", "sequence_length": 60, "n_samples": 400},
+                               "model": {"layers": [{"type": "rnn", "units": 16}]},
+                               "training": {"loss": "mse", "epochs": 3}, **NO_STOP},
+    # a relu rnn with U = 1.1 I over 60 steps: the gradient grows ~1.1^59 on its way back (clipped to stay finite).
+    "exploding_through_time": {"data": {"source": "adding", "sequence_length": 60, "n_samples": 400},
+                               "model": {"layers": [{"type": "rnn", "units": 16, "activation": "relu",
+                                                     "recurrent_init": "identity", "recurrent_scale": 1.1}]},
+                               "optimizer": {"name": "sgd", "lr": 0.001},
+                               "clipping": {"mode": "global_norm", "max_norm": 1.0},
+                               "training": {"loss": "mse", "epochs": 3}, **NO_STOP},
 }
 
 HEALTHY_RUNS = {

@@ -55,6 +55,7 @@ class RunContext:
     batch_norm: bool = False
     spec: dict[str, Any] = field(default_factory=dict)
     columns: list[dict] = field(default_factory=list)  # per layer: type, path, depth, output (record meta)
+    meta: dict[str, Any] = field(default_factory=dict)  # the record's meta (recurrent layers, ...)
 
     @classmethod
     def of(cls, record, spec: Any = None) -> "RunContext":
@@ -68,6 +69,7 @@ class RunContext:
             batch_norm=bool(meta.get("normalized", meta.get("batch_norm", flat.get("model.batch_norm", False)))),
             spec=flat,
             columns=[dict(c) for c in meta.get("columns", [])],
+            meta=meta,
         )
 
     @property

@@ -82,6 +82,11 @@ class Track:
     value = property(lambda self: self._value[: self.n])
     layers = property(lambda self: self._layers[: self.n])
 
+    def holds_at_end(self) -> bool:
+        """The condition holds in at least PERSISTENCE_FRACTION of the last PERSISTENCE_WINDOW rows."""
+        window = min(PERSISTENCE_WINDOW, self.n)
+        return window > 0 and self._cum[self.n] - self._cum[self.n - window] >= PERSISTENCE_FRACTION * window
+
     def first_persistent(self, start: int, final: bool) -> int | None:
         """The first hit row of the first window, ending at row >= `start`, where the condition persists."""
         n, window = self.n, PERSISTENCE_WINDOW
@@ -220,10 +225,15 @@ class Diagnoser:
                     if first is not None:
                         self.first[rule.verdict] = first
                         appeared.append(rule.verdict)
+            for rule in self.rules:  # a condition the run grew out of is not its verdict (rules that say so)
+                if getattr(rule, "holds_at_end", False) and rule.verdict in self.first \
+                        and not self.tracks[rule.verdict].holds_at_end():
+                    del self.first[rule.verdict]
+                    self.found.pop(rule.verdict, None)
             for rule in self.rules:  # the final evidence covers the whole run
                 if rule.verdict in self.first:
                     self.found[rule.verdict] = self._describe(rule, record)
-            new = [self.found[v] for v in appeared]
+            new = [self.found[v] for v in appeared if v in self.found]
         return new
 
     def _first(self, rule, track: Track, offset: int, final: bool) -> int | None:

@@ -11,7 +11,12 @@
   rate verdicts), the dead or saturated fraction per layer over steps (unit verdicts), or else
   the activation std per hidden layer at the first step relative to the first hidden layer,
   with the bad-initialization band;
-- bottom right: the loss over steps, with the stretches where each finding holds shaded.
+- bottom right: the loss over steps, with the stretches where each finding holds shaded;
+- for each recurrent layer, a row below: the gradient through time as a heat map, time step
+  (1 at the top, T at the bottom) x training step, colour = log10 ||dL/dh_t|| / ||dL/dh_T||
+  (the same colours: purple where the gradient has vanished on its way back from the last step,
+  orange where it has grown), the horizon drawn over it, and the layer's through-time findings
+  outlined.
 
 Built on `matplotlib.figure.Figure` (no pyplot); saved with the Agg canvas.
 """
@@ -47,13 +52,17 @@ NONFINITE_COLOR = "#d62728"
 VERDICT_COLORS = {
     "divergence": "#d62728", "exploding_gradients": "#ff7f0e", "bad_initialization": "#8c564b",
     "dead_units": "#1f1f1f", "lr_too_high": "#e377c2", "vanishing_gradients": "#6a3d9a",
-    "saturated_units": "#17becf", "lr_too_low": "#7f7f7f",
+    "saturated_units": "#17becf", "lr_too_low": "#7f7f7f", "vanishing_through_time": "#3f007d",
+    "exploding_through_time": "#d94801",
 }
+TIME_SERIES = "time_grad_norm"
 
 
 def diagnosis_figure(record, diagnosis: Diagnosis, title: str | None = None) -> Figure:
-    fig = Figure(figsize=(13, 8.5), dpi=DPI, layout="constrained")
-    axes = fig.subplot_mosaic([["flow", "flow", "flow"], ["profile", "init", "loss"]], height_ratios=[1.25, 1])
+    recurrent = [layer for stat, layer in _time_series(record) if stat == TIME_SERIES]
+    rows = [["flow", "flow", "flow"], ["profile", "init", "loss"]] + [[f"time:{name}"] * 3 for name in recurrent]
+    fig = Figure(figsize=(13, 8.5 + 3.2 * len(recurrent)), dpi=DPI, layout="constrained")
+    axes = fig.subplot_mosaic(rows, height_ratios=[1.25, 1] + [0.9] * len(recurrent))
     run = f" - run {diagnosis.run_id}" if diagnosis.run_id else ""
     verdicts = ", ".join(diagnosis.verdicts) or "no finding"
     fig.suptitle(title or f"diagnosis: {diagnosis.verdict}{run}   ({verdicts})", fontsize=12)
@@ -65,7 +74,64 @@ def diagnosis_figure(record, diagnosis: Diagnosis, title: str | None = None) -> 
     middle = {"lr_too_high": _updates, "lr_too_low": _updates, "dead_units": _units, "saturated_units": _units}
     middle.get(diagnosis.verdict, _init)(axes["init"], record, diagnosis)
     _loss(axes["loss"], record, steps, diagnosis)
+    for name in recurrent:
+        time_heat_map(axes[f"time:{name}"], record, name, diagnosis)
     return fig
+
+
+def _time_series(record) -> list[tuple[str, str]]:
+    return record.time_series() if hasattr(record, "time_series") else []
+
+
+def time_ratio_grid(record, layer: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(bin edges in time steps, rows x bins of log10 ||dL/dh_t|| / ||dL/dh_T||), or None without the series."""
+    if (TIME_SERIES, layer) not in _time_series(record) or not len(record):
+        return None
+    norms = np.asarray(record.time(TIME_SERIES, layer), dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = norms / norms[:, -1:]
+        logs = np.log10(np.where(ratio > 0, ratio, np.nan))
+    logs = np.where(ratio == 0, -DECADES, logs)  # cut off (truncated BPTT, dead units): the bottom of the scale
+    return record.time_edges(TIME_SERIES, layer), np.where(np.isfinite(ratio), np.clip(logs, -DECADES, DECADES), np.nan)
+
+
+def time_heat_map(ax, record, layer: str, diagnosis: Diagnosis | None = None) -> None:
+    """The gradient through time of one recurrent layer: time step (rows) x training step (columns)."""
+    grid = time_ratio_grid(record, layer)
+    ax.set_title(f"{layer}: gradient through time, log10 ||dL/dh_t|| / ||dL/dh_T|| (t = 1 at the top)", fontsize=10)
+    if grid is None:
+        ax.text(0.5, 0.5, f"no {TIME_SERIES} for {layer} in this record", ha="center", va="center",
+                transform=ax.transAxes)
+        return
+    edges, logs = grid
+    steps = np.asarray(record.steps, dtype=float)
+    x_edges, values = _blocks(steps, logs.T)
+    y_edges = np.asarray(edges, dtype=float) + 0.5  # bin k covers steps edges[k]+1 .. edges[k+1]
+    mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(values), cmap="PuOr_r",
+                         norm=TwoSlopeNorm(0.0, -DECADES, DECADES), shading="flat", rasterized=True)
+    colorbar = ax.figure.colorbar(mesh, ax=ax, pad=0.01, fraction=0.04)
+    colorbar.set_label("log10 ratio to step T", fontsize=8)
+    T = float(edges[-1])
+    if "time_horizon" in record.layer_stats() and layer in record.layers:
+        horizon = np.asarray(record.series("time_horizon", layer), dtype=float)
+        ok = np.isfinite(horizon)
+        if ok.any():
+            ax.plot(steps[ok], T - horizon[ok], color="black", linewidth=0.8,
+                    label="horizon (a tenth of ||dL/dh_T|| kept below the line)")
+            ax.legend(fontsize=7, loc="lower right", framealpha=0.8)
+    ax.set_ylim(T + 0.5, 0.5)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("time step t")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for finding in (diagnosis.findings if diagnosis is not None else []):
+        if finding.verdict.endswith("_through_time") and layer in finding.layers:
+            color = VERDICT_COLORS[finding.verdict]
+            for a, b in finding.evidence.get("spans") or [[finding.first_step, finding.last_step]]:
+                ax.add_patch(Rectangle((a - 0.5, 0.5), b - a + 1, T, fill=False, edgecolor=color, linewidth=1.8))
+            ax.annotate(finding.verdict, xy=(0.01, 0.97), xycoords="axes fraction", fontsize=8, color=color,
+                        va="top", fontweight="bold", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none",
+                                                               alpha=0.7))
 
 
 def save_diagnosis_figure(path, record, diagnosis: Diagnosis) -> None:

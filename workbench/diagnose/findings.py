@@ -19,10 +19,12 @@ HEALTHY = "healthy"
 VERDICTS: dict[str, str] = {
     "divergence": "critical",
     "exploding_gradients": "error",
+    "exploding_through_time": "error",
     "bad_initialization": "error",
     "dead_units": "error",
     "lr_too_high": "error",
     "vanishing_gradients": "error",
+    "vanishing_through_time": "error",
     "saturated_units": "warning",
     "lr_too_low": "warning",
 }

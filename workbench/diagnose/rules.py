@@ -20,10 +20,12 @@ from workbench.diagnose.thresholds import LOSS_MIN_ROWS, LOSS_WINDOW
 
 
 class Rule:
-    """One verdict: `evaluate` rows into signals, `describe` a finding. Persistent unless said otherwise."""
+    """One verdict: `evaluate` rows into signals, `describe` a finding. Persistent unless said otherwise;
+    `holds_at_end` rules are dropped at the final update when the run no longer shows the condition."""
 
     verdict = ""
     persistent = True
+    holds_at_end = False
 
     def evaluate(self, record, start: int, stop: int, ctx: RunContext, state: dict) -> Signals:
         raise NotImplementedError
@@ -113,10 +115,11 @@ def loss_trend(record, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
 def _registry() -> list[Rule]:
     from workbench.diagnose.gradient_rules import Divergence, ExplodingGradients, VanishingGradients
     from workbench.diagnose.lr_rules import LearningRateTooHigh, LearningRateTooLow
+    from workbench.diagnose.time_rules import ExplodingThroughTime, VanishingThroughTime
     from workbench.diagnose.unit_rules import BadInitialization, DeadUnits, SaturatedUnits
 
-    return [Divergence(), ExplodingGradients(), BadInitialization(), DeadUnits(), LearningRateTooHigh(),
-            VanishingGradients(), SaturatedUnits(), LearningRateTooLow()]
+    return [Divergence(), ExplodingGradients(), ExplodingThroughTime(), BadInitialization(), DeadUnits(),
+            LearningRateTooHigh(), VanishingGradients(), VanishingThroughTime(), SaturatedUnits(), LearningRateTooLow()]
 
 
 RULES: list[Rule] = _registry()

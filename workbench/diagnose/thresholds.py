@@ -42,6 +42,30 @@ VANISHING_RATIO = 1e-3
 EXPLODING_RATIO = 70.0
 # The same ratio above this: AUTOTRAINER's beta_3 = 70. Healthy reference runs stay below 8.
 
+# -- gradient flow through time (recurrent layers) ---------------------------------------------
+VANISHING_TIME_RATIO = 1e-3
+# ||dL/dh_first|| / ||dL/dh_T|| below this: the gradient reaching the first step of the sequence (of
+# the truncated-BPTT window) is a thousandth of the one at the last step. AUTOTRAINER's beta_1
+# (Zhang et al. 2021), the same first-to-last ratio, read along time instead of depth: the
+# T - 1 steps of an unrolled network are its layers (Werbos 1990; Pascanu et al. 2013, sec. 2).
+EXPLODING_TIME_RATIO = 70.0
+# The same ratio above this: AUTOTRAINER's beta_3, along time. Measured ours: tanh rnns that learn
+# the temporal order problem (normal recurrent init, radius 1) sit at 3-30 once trained.
+GRADIENT_SPIKE_FACTOR = 10.0
+# A recorded step whose global gradient norm exceeds this x the run's median is an exploding
+# episode (Pascanu et al. 2013, sec. 3: "sudden increase in the norm of the gradients"); counted
+# as evidence and drawn in the experiments' figures. Ours: one decade.
+PASCANU_GAMMA_TANH = 1.0
+PASCANU_GAMMA_SIGMOID = 0.25
+# gamma bounds |phi'(x)| of the recurrent activation (tanh and relu: 1; sigmoid: 1/4). Pascanu et al.
+# 2013, sec. 2.1: with the largest singular value of U below 1/gamma the gradient through time must
+# vanish; above it is necessary (not sufficient) for it to explode. Reported against the rnn's U.
+PASCANU_GAMMA = {"tanh": PASCANU_GAMMA_TANH, "relu": PASCANU_GAMMA_TANH, "sigmoid": PASCANU_GAMMA_SIGMOID}
+# The time ratio's window: through-time verdicts also need the condition in at least
+# PERSISTENCE_FRACTION of the last PERSISTENCE_WINDOW rows (a gated cell may learn to carry its
+# gradient; see workbench.diagnose.time_rules). The horizon's fraction (a tenth) is part of the
+# statistic: workbench.monitor.statistics.HORIZON_FRACTION.
+
 # -- units ------------------------------------------------------------------------------------
 DEAD_FRACTION = 0.7
 # Fraction of a ReLU layer's units that output 0 for every example of the batch. AUTOTRAINER's
@@ -132,6 +156,12 @@ TABLE: tuple[Threshold, ...] = (
     Threshold("MIN_PERSISTENT_ROWS", MIN_PERSISTENT_ROWS, "ours: short records"),
     Threshold("VANISHING_RATIO", VANISHING_RATIO, "AUTOTRAINER beta_1 (Zhang et al. 2021), on backprop norms"),
     Threshold("EXPLODING_RATIO", EXPLODING_RATIO, "AUTOTRAINER beta_3 (Zhang et al. 2021), on backprop norms"),
+    Threshold("VANISHING_TIME_RATIO", VANISHING_TIME_RATIO, "AUTOTRAINER beta_1 (Zhang et al. 2021), along time"),
+    Threshold("EXPLODING_TIME_RATIO", EXPLODING_TIME_RATIO, "AUTOTRAINER beta_3 (Zhang et al. 2021), along time"),
+    Threshold("GRADIENT_SPIKE_FACTOR", GRADIENT_SPIKE_FACTOR, "ours: one decade over the median norm (Pascanu et al. "
+              "2013, sec. 3)"),
+    Threshold("PASCANU_GAMMA_TANH", PASCANU_GAMMA_TANH, "Pascanu, Mikolov & Bengio 2013, sec. 2.1: max |tanh'|"),
+    Threshold("PASCANU_GAMMA_SIGMOID", PASCANU_GAMMA_SIGMOID, "Pascanu, Mikolov & Bengio 2013, sec. 2.1: max |sigmoid'|"),
     Threshold("DEAD_FRACTION", DEAD_FRACTION, "AUTOTRAINER gamma (dying ReLU)"),
     Threshold("SATURATED_FRACTION", SATURATED_FRACTION, "ours; Glorot & Bengio 2010 Fig. 2"),
     Threshold("UPDATE_RATIO_TARGET", UPDATE_RATIO_TARGET, "CS231n (Karpathy): updates/weights ~ 1e-3"),

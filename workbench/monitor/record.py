@@ -10,7 +10,12 @@ A record holds, for the recorded steps (rows):
 Unset cells are NaN, so a statistic that does not apply (batch norm on a block
 without it) or a row cut short (a step stopped after its forward pass) reads NaN.
 
-Memory is bounded: at most `max_records` rows. Arrays start at the size a run
+- time series (`time(name, layer)`, 2D float32, rows x bins): per row, one value per time step
+  t = 1..T of a recurrent layer (the gradient through time, ||dL/dh_t||). A sequence longer than
+  `MAX_TIME_BINS` steps is binned: bin k covers steps edges[k]+1 .. edges[k+1] (`time_edges`)
+  and holds the root mean square of their values, so a row costs at most MAX_TIME_BINS floats.
+
+Memory is bounded: at most `max_records` rows (time series included). Arrays start at the size a run
 needs (or `max_records`) and double while they may; when a row arrives and the
 record holds `max_records` rows, every other row is dropped (rows 0, 2, 4, ...
 stay) and the cadence `every` doubles, so a run of any length keeps between
@@ -37,6 +42,13 @@ STAT_DTYPE = np.float32
 INDEX_DTYPE = np.int64
 # Readable under these names through `global_` although they are index arrays, not columns.
 INDEX_NAMES = ("step", "epoch")
+MAX_TIME_BINS = 64  # values per row of a time series: longer sequences are binned
+
+
+def time_bins(steps: int) -> np.ndarray:
+    """Bin edges (0-based step boundaries, length bins + 1) for a series over `steps` time steps."""
+    bins = min(int(steps), MAX_TIME_BINS)
+    return np.round(np.linspace(0, int(steps), bins + 1)).astype(INDEX_DTYPE)
 
 
 class StatsRecord:
@@ -74,6 +86,8 @@ class StatsRecord:
         self._next_group = 0
         self._global: dict[str, tuple[int, int]] = {}  # name -> (buffer, column)
         self._layer: dict[str, tuple[int, int]] = {}  # name -> (buffer, first column)
+        self._time: dict[tuple[str, str], int] = {}  # (name, layer) -> buffer of rows x bins
+        self._time_edges: dict[tuple[str, str], np.ndarray] = {}
 
     # -- columns -----------------------------------------------------------------------
     def add_group(self, kind: str, names: list[str] | tuple[str, ...]) -> int:
@@ -99,10 +113,38 @@ class StatsRecord:
                 buffer[:, k * width : (k + 1) * width] = self._buffers[old][:, column : column + width]
             mine[name] = (index, k * width)
         self._buffers[index] = buffer
-        used = {b for b, _ in self._global.values()} | {b for b, _ in self._layer.values()}
+        used = {b for b, _ in self._global.values()} | {b for b, _ in self._layer.values()} | set(self._time.values())
         for unused in set(self._buffers) - used:  # buffers whose columns all moved here
             del self._buffers[unused]
         return index
+
+    def add_time_series(self, name: str, layer: str, steps: int) -> int:
+        """A time axis for statistic `name` of `layer` over `steps` time steps (binned beyond MAX_TIME_BINS);
+        returns its group id (the existing one when it is there already, e.g. after a resume)."""
+        key = (str(name), str(layer))
+        if layer not in self._layer_index:
+            raise KeyError(f"no layer {layer!r} in the record; layers: {', '.join(self.layers)}")
+        if key in self._time:
+            return self._time[key]
+        edges = time_bins(steps)
+        index = self._next_group
+        self._next_group += 1
+        self._buffers[index] = np.full((self._capacity, len(edges) - 1), np.nan, STAT_DTYPE)
+        self._time[key], self._time_edges[key] = index, edges
+        return index
+
+    def set_time_row(self, name: str, layer: str, row: int, values: np.ndarray) -> None:
+        """Store one row of a time series: `values` per time step (binned by root mean square as declared)."""
+        key = (name, layer)
+        edges = self._time_edges[key]
+        if len(values) != edges[-1]:
+            return  # a sequence of another length than the series was declared for: nothing to bin it into
+        buffer = self._buffers[self._time[key]]
+        if len(edges) - 1 == len(values):
+            buffer[row] = values
+            return
+        squares = np.asarray(values, np.float64) ** 2
+        buffer[row] = np.sqrt(np.add.reduceat(squares, edges[:-1]) / np.diff(edges))
 
     def buffer(self, group: int) -> np.ndarray:
         """The storage array of `group` (reallocated when the record grows: see `capacity`)."""
@@ -239,6 +281,22 @@ class StatsRecord:
     def names(self) -> list[str]:
         return self.global_stats() + self.layer_stats()
 
+    def time(self, name: str, layer: str) -> np.ndarray:
+        """2D values (rows x bins) of the time series `name` of `layer` (see `time_edges`)."""
+        key = (name, layer)
+        if key not in self._time:
+            shown = ", ".join(f"{n}/{l}" for n, l in self._time) or "none"
+            raise KeyError(f"no time series {name!r} for layer {layer!r}; available: {shown}")
+        return self._buffers[self._time[key]][: self._n]
+
+    def time_edges(self, name: str, layer: str) -> np.ndarray:
+        """Bin edges of a time series: bin k covers time steps edges[k]+1 .. edges[k+1] (1-based)."""
+        return self._time_edges[(name, layer)]
+
+    def time_series(self) -> list[tuple[str, str]]:
+        """The (statistic, layer) pairs that have a time axis."""
+        return list(self._time)
+
     def global_stats(self) -> list[str]:
         return list(self._global)
 
@@ -283,13 +341,17 @@ class StatsRecord:
         }
         arrays.update({f"global/{name}": np.ascontiguousarray(self.global_(name)) for name in self._global})
         arrays.update({f"layer/{name}": np.ascontiguousarray(self.layer(name)) for name in self._layer})
+        for name, layer in self._time:
+            arrays[f"time/{name}/{layer}"] = np.ascontiguousarray(self.time(name, layer))
+            arrays[f"time_edges/{name}/{layer}"] = self._time_edges[(name, layer)]
         with open(path, "wb") as f:
             np.savez_compressed(f, **arrays)
 
     def __repr__(self) -> str:
+        times = f", {len(self._time)} time series" if self._time else ""
         return (
             f"StatsRecord({self._n} rows, every {self.every}, layers {self.layers}, "
-            f"{len(self._global)} global and {len(self._layer)} per-layer statistics)"
+            f"{len(self._global)} global and {len(self._layer)} per-layer statistics{times})"
         )
 
 
@@ -318,5 +380,11 @@ def load_record(path: str | Path) -> StatsRecord:
         kind, _, name = key.partition("/")
         if kind in ("global", "layer"):
             group = record.add_group(kind, [name])
+            record.buffer(group)[:n] = value.reshape(n, -1)
+        elif kind == "time":  # time/<statistic>/<layer>, with its edges in time_edges/<statistic>/<layer>
+            stat, _, layer = name.partition("/")
+            edges = arrays[f"time_edges/{name}"]
+            group = record.add_time_series(stat, layer, int(edges[-1]))
+            record._time_edges[(stat, layer)] = np.asarray(edges, INDEX_DTYPE)
             record.buffer(group)[:n] = value.reshape(n, -1)
     return record

@@ -27,6 +27,29 @@ the features of a dense layer, the channels of a convolution):
     nonfinite       NaN/Inf elements in W, b, their gradients, dL/ds_i and y_i (counted only when
                     a norm or sum comes out non-finite: a norm is finite iff all elements are)
 
+Recurrent layers (rnn, lstm, gru; columns present only in models that have one, NaN for the
+other layers), on the recorded steps, with dh_t = dL/dh_t the gradient reaching the hidden
+state at step t over the batch (the loss at t when every step's state goes on, plus what
+flows back from t+1) and T the last step:
+
+    time_grad_norm  ||dL/dh_t|| for t = 1..T: a time series (`record.time`), binned beyond
+                    record.MAX_TIME_BINS steps; the heat map of the diagnosis figure
+    time_grad_ratio ||dL/dh_first|| / ||dL/dh_T||, first = 1, or T - k + 1 under truncated BPTT
+                    (bptt_steps = k), the earliest step the recurrent path reaches
+    time_horizon    how many steps back from T the gradient keeps at least HORIZON_FRACTION of
+                    ||dL/dh_T|| at every step (Pascanu, Mikolov & Bengio 2013's "steps in the past"
+                    it can still carry information from); T - first when it never falls below
+    recurrent_grad_norm  ||dL/dU|| (grad_norm, weight_norm and update_ratio read W, the input weights)
+    recurrent_sv    the largest singular value of the recurrent matrix (rnn: U; lstm: its g block,
+                    gru: its n block, the blocks that write new content into the state): for an rnn,
+                    below 1/gamma (gamma = max |phi'|: 1 for tanh and relu, 1/4 for sigmoid) the gradient
+                    must vanish through time, and above it is necessary for it to explode (Pascanu et
+                    al. 2013, sec. 2.1). Warm-started power iteration (POWER_ITERATIONS products per
+                    record), exact (SVD) at the first record and every SVD_EVERY records
+    gate_sat_frac   lstm (i, f, o) and gru (r, z): fraction of sigmoid gate values outside
+                    [0.03, 0.97] over the batch at up to GATE_STEPS evenly spaced steps
+The rnn's own output is its activation, so dead_frac (relu) and sat_frac (tanh) read it.
+
 Global: `loss` (batch loss), `lr` (the optimizer's `lr()` at this step, NaN
 without one), `grad_norm_global` (all parameters, before clipping),
 `grad_norm_clipped` (after clipping), `clipped` (1 when clipping fired, else 0).
@@ -57,6 +80,7 @@ import numpy as np
 from workbench.monitor.norms import CHUNK, copy_squared_norm, gradient_norms, squared_distance, squared_norm
 from workbench.monitor.record import StatsRecord
 from workbench.nn.init import fans
+from workbench.nn.recurrent import Recurrent
 from workbench.training.hooks import Hook, hook_priority
 
 LAYER_STATS = (
@@ -64,8 +88,67 @@ LAYER_STATS = (
     "bn_gamma_mean", "bn_running_mean", "bn_running_var", "nonfinite",
 )
 GLOBAL_STATS = ("loss", "lr", "grad_norm_global", "grad_norm_clipped", "clipped")
+RECURRENT_STATS = ("time_grad_ratio", "time_horizon", "recurrent_grad_norm", "recurrent_sv", "gate_sat_frac")
+TIME_STATS = ("time_grad_norm",)
 SATURATION = 0.97  # |tanh| beyond it (sigmoid beyond 0.03 and 0.97): f' below 6% of its maximum
+HORIZON_FRACTION = 0.1  # the horizon counts the steps back where ||dL/dh_t|| >= this x ||dL/dh_T||
+POWER_ITERATIONS = 2  # products M^T M v per record for the largest singular value (warm-started)
+SVD_EVERY = 50  # records between exact SVDs (which also reset the power iteration)
+GATE_STEPS = 8  # time steps read for the gate saturation
 _NAN = math.nan
+
+
+class SpectralNorm:
+    """The largest singular value of a matrix that changes slowly, by warm-started power iteration.
+
+    sigma = ||M v|| for the unit vector v of the last call after POWER_ITERATIONS products with
+    M^T M: a lower bound that is exact at the first call and every SVD_EVERY calls (an SVD),
+    and between them tracks sigma within the gap to the second singular value.
+    """
+
+    def __init__(self) -> None:
+        self.v: np.ndarray | None = None
+        self.calls = 0
+
+    def __call__(self, matrix: np.ndarray) -> float:
+        M = np.asarray(matrix, dtype=np.float64)
+        if self.v is None or self.calls % SVD_EVERY == 0 or not np.isfinite(self.v).all():
+            self.calls += 1
+            if not np.isfinite(M).all():
+                return _NAN
+            _, singular, vt = np.linalg.svd(M)
+            self.v = vt[0]
+            return float(singular[0])
+        self.calls += 1
+        v = self.v
+        for _ in range(POWER_ITERATIONS):
+            v = M.T @ (M @ v)
+            norm = float(np.sqrt(np.dot(v, v)))
+            if not norm > 0.0 or not math.isfinite(norm):
+                self.v = None
+                return 0.0 if norm == 0.0 else _NAN
+            v = v / norm
+        self.v = v
+        return float(np.linalg.norm(M @ v))
+
+
+def horizon(norms: np.ndarray, first: int) -> tuple[float, float]:
+    """(ratio ||dL/dh_first|| / ||dL/dh_T||, steps back from T keeping HORIZON_FRACTION of it); 0-based `first`."""
+    last = float(norms[-1])
+    if not (last > 0.0 and math.isfinite(last)):
+        return _NAN, _NAN
+    window = norms[first:]
+    below = np.flatnonzero(window[::-1] < HORIZON_FRACTION * last)
+    return float(window[0]) / last, float(below[0] - 1 if len(below) else len(window) - 1)
+
+
+class _RecurrentBlock:
+    """What the monitor reads for one recurrent layer."""
+
+    def __init__(self, j: int, layer: Recurrent, norms) -> None:
+        self.j, self.layer, self.name = j, layer, layer.name
+        self.iU = norms.index[f"{layer.name}.U"]
+        self.spectral = SpectralNorm()
 
 
 def _fans(layer) -> list[int]:
@@ -93,7 +176,7 @@ class _Block:
         self.ib = norms.index.get(f"{layer.name}.b")
         act = column.act
         self.output = act.name if act is not None else layer.name  # y: activation output, or the layer's own
-        self.kind = act.activation if act is not None else None
+        self.kind = act.activation if act is not None else getattr(layer, "output_activation", None)
         self.unit_axis = layer.unit_axis
         self.ones_batch = np.ones(max_batch, self.W.dtype)  # column sums of 2-d outputs by gemv: ones[:n] @ y
         self.units = 0
@@ -155,9 +238,11 @@ class StatisticsMonitor(Hook):
             record = self.record = StatsRecord(
                 names, max_records=self.max_records, every=self.every, activation=activation, capacity=expected
             )
+        recurrent = [(j, column.layer) for j, column in enumerate(columns) if isinstance(column.layer, Recurrent)]
         if self._groups_of is not record:  # a new record: lay out the built-in columns
             self._layer_group = record.add_group("layer", LAYER_STATS)
             self._global_group = record.add_group("global", GLOBAL_STATS)
+            self._recurrent_group = record.add_group("layer", RECURRENT_STATS) if recurrent else None
             self._groups_of = record
         arch = getattr(model, "architecture", None)
         record.meta.update(
@@ -175,11 +260,17 @@ class StatisticsMonitor(Hook):
         )
         if arch is not None:
             record.meta["architecture"] = arch.to_json()
+        if recurrent:  # what the diagnosis through time needs to know of each recurrent layer
+            record.meta["recurrent"] = {
+                layer.name: {"type": layer.type_name, "activation": layer.output_activation, "units": layer.units,
+                             "return_sequences": layer.return_sequences, "bptt_steps": layer.bptt_steps}
+                for _, layer in recurrent}
         self.norms = gradient_norms(trainer)
         n = len(columns)
         self.blocks = [_Block(column, self.norms, trainer.batch_size) for column in columns]
         for j, block in enumerate(self.blocks):  # where the layer's statistics go in the row's values
             block.slots = SimpleNamespace(**{name: k * n + j for k, name in enumerate(LAYER_STATS)})
+        self.recurrent = [_RecurrentBlock(j, layer, self.norms) for j, layer in recurrent]
         self._step_in_grads = bool(getattr(trainer.optimizer, "leaves_step_in_grads", False))
         lr = getattr(trainer.optimizer, "lr", None)
         self._lr = lr if callable(lr) else None
@@ -291,6 +382,26 @@ class StatisticsMonitor(Hook):
                 if block.bn_mean is not None:
                     values[slots.bn_running_mean] = float(dot(block.bn_mean, ones)) / units
                     values[slots.bn_running_var] = float(dot(block.bn_var, ones)) / units
+        if self.recurrent:
+            self._through_time()
+
+    def _through_time(self) -> None:
+        """The recurrent statistics of this row, written straight into their group (see module docstring)."""
+        record, row = self.record, self._row
+        buffer, n, sq = record.buffer(self._recurrent_group), len(record.layers), self.norms.sq
+        for block in self.recurrent:
+            layer, j = block.layer, block.j
+            buffer[row, 2 * n + j] = math.sqrt(sq[block.iU])
+            buffer[row, 3 * n + j] = block.spectral(layer.recurrent_matrix)
+            buffer[row, 4 * n + j] = layer.gate_saturation(SATURATION, GATE_STEPS)
+            norms = layer.time_grad_norms()
+            if norms is None:
+                continue
+            T, k = len(norms), layer.bptt_steps
+            first = T - k if 0 < k < T else 0
+            buffer[row, j], buffer[row, n + j] = horizon(norms, first)
+            record.add_time_series("time_grad_norm", block.name, T)
+            record.set_time_row("time_grad_norm", block.name, row, norms)
 
     # -- rows end with the batch ---------------------------------------------------------
     def _end_row(self) -> None:

@@ -135,9 +135,14 @@ class GRU(Recurrent):
         dx += dn @ W[:, 2 * H :].T
         return dx
 
-    def gate_saturation(self, threshold: float) -> float:
-        """Fraction of the r and z gate values (all steps of the last batch) outside [1 - threshold, threshold]."""
+    @property
+    def recurrent_matrix(self) -> np.ndarray:
+        """U's n block: what h_{t-1} (through the reset gate) writes into the candidate."""
+        return self.params["U"][:, 2 * self.units :]
+
+    def gate_saturation(self, threshold: float, steps: int) -> float:
+        """Fraction of the r and z gate values outside [1 - threshold, threshold] (see `Recurrent`)."""
         bufs = self._buffers
         if bufs is None or self._T == 0:
             return float("nan")
-        return _saturated_sigmoid_share(bufs.A[: self._T, :, : 2 * self.units], threshold)
+        return _saturated_sigmoid_share(bufs.A[self._sampled_steps(steps), :, : 2 * self.units], threshold)

@@ -120,12 +120,19 @@ class LSTM(Recurrent):
                 matmul(dA[t], UT, out=unit)
                 dH[t - 1] += unit
 
-    def gate_saturation(self, threshold: float) -> float:
-        """Fraction of the i, f, o gate values (all steps of the last batch) outside [1 - threshold, threshold]."""
+    @property
+    def recurrent_matrix(self) -> np.ndarray:
+        """U's g block: what h_{t-1} writes into the cell."""
+        H = self.units
+        return self.params["U"][:, 2 * H : 3 * H]
+
+    def gate_saturation(self, threshold: float, steps: int) -> float:
+        """Fraction of the i, f, o gate values outside [1 - threshold, threshold] (see `Recurrent`)."""
         bufs = self._buffers
         if bufs is None or self._T == 0:
             return float("nan")
-        return _saturated_sigmoid_share(bufs.A[: self._T].reshape(-1, 4, self.units)[:, (0, 1, 3)], threshold)
+        gates = bufs.A[self._sampled_steps(steps)].reshape(-1, 4, self.units)
+        return _saturated_sigmoid_share(gates[:, (0, 1, 3)], threshold)
 
 
 def _saturated_sigmoid_share(gates: np.ndarray, threshold: float) -> float:

@@ -211,10 +211,15 @@ class Recurrent(Layer):
         dH = bufs.dH.reshape(self._T, -1)
         return np.sqrt(np.einsum("ti,ti->t", dH, dH, dtype=np.float64))
 
-    def gate_saturation(self, threshold: float) -> float:
-        """Fraction of the sigmoid gates of the last forward pass beyond `threshold` from 0.5 (NaN without gates)."""
+    def gate_saturation(self, threshold: float, steps: int) -> float:
+        """Fraction of the sigmoid gate values of the last forward pass outside [1 - threshold, threshold],
+        at up to `steps` evenly spaced time steps (NaN for a cell without gates)."""
         return float("nan")
+
+    def _sampled_steps(self, steps: int) -> np.ndarray:
+        return np.unique(np.linspace(0, self._T - 1, min(steps, self._T)).round().astype(int))
 
     @property
     def recurrent_matrix(self) -> np.ndarray:
+        """The matrix that carries h_{t-1} into the state (rnn: U; gated cells: the block writing new content)."""
         return self.params["U"]
