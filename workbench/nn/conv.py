@@ -202,9 +202,11 @@ class Conv2D(Layer):
         k, s, top, left, _, _, oh, ow = self._geometry(height, width)
         filters = grad_out.shape[1]
         grad = grad_out.transpose(0, 2, 3, 1).reshape(n * oh * ow, filters)  # G: a view when channels-last
-        patches = self._patch_matrix
-        grad_kernel = patches @ grad if c < OFFSET_MAJOR_BELOW else patches.T @ grad  # X^T G: (k k C [+1], F)
-        size = k * k * c
+        patches, size = self._patch_matrix, k * k * c
+        if c < OFFSET_MAJOR_BELOW:  # X^T G: (k k C [+1], F)
+            grad_kernel = patches @ grad
+        else:  # as (X^T G)^T = G^T X, the faster product for this layout
+            grad_kernel = (grad.T @ patches).T
         self.grads["W"][...] = grad_kernel[:size].reshape(k, k, c, filters).transpose(3, 2, 0, 1)
         if "b" in self.params:
             self.grads["b"][...] = grad_kernel[size]  # the ones column of X: sum_rows(G)
