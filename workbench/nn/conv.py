@@ -45,6 +45,8 @@ each side, and an even one pads one more at the end.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -120,7 +122,7 @@ class Conv2D(Layer):
         (top, bottom), (left, right) = (padding_of(config["padding"], n, k, s) for n in (height, width))
         if k > height + top + bottom or k > width + left + right:
             raise ctx.fail(f"a {k}x{k} kernel is larger than the {height + top + bottom}x{width + left + right} "
-                           f"padded image ({shape_text(input_shape)} input, padding {config['padding']!r})",
+                           f"padded image ({shape_text(input_shape)} input, padding = {json.dumps(config['padding'])})",
                            'use a smaller kernel, padding = "same", or fewer pooling layers before it')
         weight = ctx.weight(config, (config["filters"], channels, k, k))
         bias = ctx.zeros(config["filters"]) if config["bias"] else None
