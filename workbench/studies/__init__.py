@@ -9,7 +9,15 @@
     if __name__ == "__main__":
         study.main()
 
+    comparison = Comparison(name="init-vs-optimizer", base=..., compare={"model.init": [...], "optimizer.name": [...]},
+                            tune={"optimizer.lr": Float(1e-4, 0.5, log=True)}, trials_per_arm=8, confirm_seeds=5)
+
 - study.py: `Study` (the declaration, `main`, `run`), `Quick`, resuming rules.
+- comparison.py: `Comparison`: arms (every combination of the compared factors), each its own Optuna
+  study with the same tuning budget, then confirmation runs on fresh seeds; the protocol and why.
+- confirm.py, comparison_report.py, comparison_figures.py, statistics.py: a confirmation run; the
+  comparison's ranked table, intervals, ties with the best (Holm) and figures.
+- samplers.py: samplers ("tpe", "random", "qmc": Sobol points) and pruners by name.
 - space.py: `Categorical`, `Float`, `Int`; checking keys and values against the spec.
 - objective.py: one trial = one configuration over the seeds, one MLflow child run.
 - workers.py: worker processes, the exact trial budget, heartbeats and lost workers.
@@ -19,7 +27,8 @@
 Importing this package imports neither optuna nor mlflow; running a study does.
 """
 
+from workbench.studies.comparison import Comparison
 from workbench.studies.space import Categorical, Float, Int
 from workbench.studies.study import Quick, Settings, Study, StudyResult
 
-__all__ = ["Categorical", "Float", "Int", "Quick", "Settings", "Study", "StudyResult"]
+__all__ = ["Categorical", "Comparison", "Float", "Int", "Quick", "Settings", "Study", "StudyResult"]

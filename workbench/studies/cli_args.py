@@ -26,13 +26,16 @@ def positive_float(text: str) -> float:
     return value
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str, comparison: bool = False) -> argparse.ArgumentParser:
+    budget = "each arm's" if comparison else "the study's"
     p = argparse.ArgumentParser(
         prog=prog, description=description,
-        epilog="Running the same command again resumes the study: --n-trials is the total budget, "
+        epilog=f"Running the same command again resumes the study: --n-trials is {budget} total budget, "
                "counting the finished, pruned and failed trials already stored.",
     )
-    p.add_argument("--n-trials", type=positive_int, help="total trial budget of the study (default: the script's)")
+    p.add_argument("--n-trials", type=positive_int,
+                   help="tuning trials of each arm (default: the script's)" if comparison else
+                        "total trial budget of the study (default: the script's)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="worker processes on this machine (BLAS threads are split so workers x threads <= cores)")
     p.add_argument("--blas-threads", type=positive_int, metavar="N",

@@ -21,7 +21,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from workbench.studies.objective import FAIL, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE
+from workbench.studies.objective import FAIL, TAG_OPTUNA_STUDY, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE
 
 
 class StaleTrialHandler:
@@ -39,7 +39,7 @@ class StaleTrialHandler:
                                                           f"not retried: lost {max_retry + 1} times")
         print(f"workbench: trial {trial.number} lost: {reason}", file=sys.stderr, flush=True)
         with contextlib.suppress(Exception):
-            mark_child_failed(self.settings, trial, reason)
+            mark_child_failed(self.settings, trial, reason, study.study_name)
 
 
 def queue_retry(study, trial, max_retry: int) -> None:
@@ -52,8 +52,9 @@ def queue_retry(study, trial, max_retry: int) -> None:
         RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
 
 
-def mark_child_failed(settings, trial, reason: str) -> None:
-    """The MLflow child run of a lost trial: FAILED with the reason (found by id or by tags)."""
+def mark_child_failed(settings, trial, reason: str, optuna_study_name: str | None = None) -> None:
+    """The MLflow child run of a lost trial: FAILED with the reason (found by id or by tags; in a
+    comparison, trial numbers repeat across the arms' studies: the run's `workbench.optuna_study` tells)."""
     from workbench.tracking import open_client
     from workbench.tracking.tracker import TAG_STATUS_REASON
 
@@ -66,6 +67,8 @@ def mark_child_failed(settings, trial, reason: str) -> None:
         runs = client.search_runs([experiment.experiment_id], max_results=5, filter_string=(
             f"tags.`{TAG_STUDY}` = '{settings.study_name}' and tags.`{TAG_TRIAL}` = '{trial.number}' "
             "and attributes.status = 'RUNNING'"))
+        if optuna_study_name is not None:  # runs from before the tag existed have none: they match
+            runs = [r for r in runs if r.data.tags.get(TAG_OPTUNA_STUDY, optuna_study_name) == optuna_study_name]
         if not runs:
             return
         run_id = runs[0].info.run_id

@@ -17,9 +17,11 @@ configuration during any seed. Outcomes:
   FAILED, reason tagged and in user attr `failure_reason`. The study goes on.
 
 Optuna user attributes of a trial: `worker` (host:pid), `seeds`, `mlflow_run_id` (set as soon
-as the child run exists), `objective_values` (per seed), `objective_std`, `epochs_run`,
+as the child run exists), `objective_values` (per seed), `objective_std`, `verdicts` (the
+diagnosis verdict of each seed run), `epochs_run`,
 `seconds`, `failure_reason` or `prune_reason`, `retry_of` (the lost trial a retry redoes).
 The child run carries the tags `workbench.study`, `workbench.trial_number`, `workbench.seeds`,
+`workbench.optuna_study`, `workbench.arm` (a comparison's arm),
 `workbench.trial_state`, `workbench.status_reason`, the param `trial.number` and the metrics
 `objective/seed<k>`, `objective/mean`, `objective/std`, `trial/epochs`, `seed<k>/<curve>`.
 """
@@ -44,6 +46,7 @@ CHILD_STATUS = {COMPLETE: FINISHED, PRUNED: KILLED, FAIL: FAILED}  # an interrup
 INTERRUPTED = "interrupted"
 TAG_STUDY, TAG_ROLE, TAG_TRIAL = "workbench.study", "workbench.role", "workbench.trial_number"
 TAG_SEEDS, TAG_TRIAL_STATE = "workbench.seeds", "workbench.trial_state"
+TAG_ARM, TAG_OPTUNA_STUDY = "workbench.arm", "workbench.optuna_study"  # a comparison's arm; the trial's Optuna study
 
 
 @dataclass
@@ -56,6 +59,7 @@ class TrialResult:
     run_id: str | None = None
     tracked_status: str | None = None  # the status the tracker gave the child run (the first seed's)
     seconds: float = 0.0
+    verdicts: list[str | None] = field(default_factory=list)  # workbench.diagnose's verdict per seed run
 
     @property
     def std(self) -> float:
@@ -128,6 +132,20 @@ def seed_value(outcome, metric: str) -> float | None:
     return float(series[-1])
 
 
+def run_verdict(outcome, spec) -> str | None:
+    """The run's diagnosis verdict: the tracker's (a tracked run), else diagnosed here from its record."""
+    if outcome.verdict is not None or outcome.run is None or outcome.run.record is None:
+        return outcome.verdict
+    try:
+        from workbench.diagnose import diagnose_record
+    except ImportError:
+        return None
+    try:
+        return diagnose_record(outcome.run.record, spec=spec).verdict
+    except Exception:  # noqa: BLE001 - a verdict is evidence for the report, never a reason to fail the trial
+        return None
+
+
 def run_trial(trial, study, settings, parent_run_id: str | None, storage=None) -> TrialResult:
     """Train the trial's configuration over the seeds; never raises except KeyboardInterrupt."""
     start = time.perf_counter()
@@ -139,7 +157,7 @@ def run_trial(trial, study, settings, parent_run_id: str | None, storage=None) -
     if retried is not None:  # a retry starts with the lost trial's user attributes: clear that attempt's outcome
         set_user_attrs(trial, {"retry_of": retried, "mlflow_run_id": None, "failure_reason": None,
                                "prune_reason": None, "objective_values": None, "objective_std": None,
-                               "epochs_run": None, "seconds": None})
+                               "verdicts": None, "epochs_run": None, "seconds": None})
     result = TrialResult(FAIL)
     try:
         spec = base.with_overrides(params)
@@ -147,9 +165,13 @@ def run_trial(trial, study, settings, parent_run_id: str | None, storage=None) -
         result.reason = f"invalid configuration: {exc}"
         return _finish(trial, result, settings, start)
     tags = {TAG_STUDY: settings.study_name, TAG_ROLE: "trial", TAG_TRIAL: str(trial.number),
-            TAG_SEEDS: ",".join(map(str, seeds))}
+            TAG_SEEDS: ",".join(map(str, seeds)), TAG_OPTUNA_STUDY: trial.study.study_name}
+    arm = getattr(settings, "arm", "")
+    if arm:
+        tags[TAG_ARM] = arm
     tracker_options = dict(experiment_name=settings.study_name, parent_run_id=parent_run_id,
-                           run_name=f"trial {trial.number}", tags=tags, plots=study.trial_plots,
+                           run_name=f"{arm} trial {trial.number}" if arm else f"trial {trial.number}", tags=tags,
+                           plots=study.trial_plots,
                            checkpoint=False)  # a lost trial is retried by Optuna, never resumed
 
     def set_run_id(run_id: str) -> None:
@@ -188,6 +210,7 @@ def _run_seeds(trial, study, settings, spec, seeds, tracker_options, set_run_id,
             result.tracked_status = outcome.status
         history = outcome.run.trainer.history if outcome.run is not None else {}
         result.epochs += len(history.get("train/loss", ()))
+        result.verdicts.append(run_verdict(outcome, spec))
         if k > 0:
             curves.update({f"seed{k}/{key}": series for key, series in history.items() if key != "epoch"})
         if outcome.status == KILLED and reporter.pruned_reason:
@@ -210,6 +233,8 @@ def _finish(trial, result: TrialResult, settings, start: float, curves=None) -> 
     attrs = {"epochs_run": result.epochs, "seconds": round(result.seconds, 2)}
     if result.values:
         attrs.update(objective_values=result.values, objective_std=result.std)
+    if result.verdicts:
+        attrs["verdicts"] = result.verdicts
     if result.reason:
         attrs["failure_reason" if result.state == FAIL else "prune_reason"] = result.reason
     set_user_attrs(trial, attrs)

@@ -51,9 +51,7 @@ def _ensure_parent_run(settings, study) -> tuple[str, bool]:
     tags = {TAG_STUDY: settings.study_name, TAG_ROLE: ROLE_STUDY, TAG_RUN_NAME: settings.study_name}
     run = client.create_run(experiment_id, tags=tags, run_name=settings.study_name)
     run_id = run.info.run_id
-    params = {"study.metric": study.metric, "study.direction": study.direction, "study.seeds": str(settings.seeds),
-              "study.pruner": _name(study.pruner), "study.sampler": _name(study.sampler)}
-    params.update({f"space.{key}": dimension.describe() for key, dimension in study.space.items()})
+    params = study.run_params(settings)
     client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in params.items()], synchronous=True)
     client.log_text(run_id, settings.base.to_toml(), "base_spec.toml")
     set_running_tags(client, run_id, settings)
@@ -100,17 +98,16 @@ def _log_report(client, run_id: str, report, status: str, Metric) -> None:
     if report.best is not None:
         metrics["best_value"] = report.best.value
         metrics[f"best/{report.metric}"] = report.best.value
+    metrics.update(getattr(report, "extra_metrics", None) or {})  # a comparison's confirmed scores
     step = int(counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) + counts.get("FAIL", 0))
     client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()], synchronous=True)
     tags = {"workbench.comparison": report.comparison[:5000]}
     if report.best is not None:
         tags["workbench.best_trial"] = str(report.best.number)
         tags["workbench.best_run_id"] = str(report.best.user_attrs.get("mlflow_run_id"))
+    tags.update(getattr(report, "extra_tags", None) or {})
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     client.log_artifacts(run_id, str(report.folder), "report")
     client.set_terminated(run_id, status)
 
-
-def _name(value) -> str:
-    return value if isinstance(value, str) else type(value).__name__

@@ -33,18 +33,22 @@ from workbench.studies.space import Dimension, check_space
 from workbench.studies.storage import StorageConfig, budget_lock, dashboard_command, resolve_storage
 
 METRICS = ("val/accuracy", "val/loss", "val/r2", "train/loss", "test/accuracy", "test/loss", "test/r2")
-PRUNERS, SAMPLERS = ("median", "hyperband", "none"), ("tpe", "random")
+PRUNERS, SAMPLERS = ("median", "hyperband", "none"), ("tpe", "random", "qmc")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
 EXIT_OK, EXIT_NOTHING_COMPLETED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclass(frozen=True)
 class Quick:
-    """What `--quick` changes: the budget, the seeds and spec overrides (fewer epochs, less data)."""
+    """What `--quick` changes: the budget, the seeds and spec overrides (fewer epochs, less data).
+
+    In a `Comparison`, `n_trials` is the tuning budget of each arm and `confirm_seeds` the fresh
+    seeds each arm's best setting is retrained on."""
 
     n_trials: int
     seeds: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    confirm_seeds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,8 @@ class Settings:
     sampler_seed: int = 0
     quiet: bool = False
     blas_threads: int | None = None  # per worker; None: cores // workers
-
+    arm: str = ""  # a comparison's arm these settings train (its base has the arm's values)
+    confirm_seeds: int = 0  # a comparison's fresh seeds per arm
 
 @dataclass
 class StudyResult:
@@ -110,10 +115,8 @@ class Study:
         sys.exit(self.cli(argv))
 
     def cli(self, argv: list[str] | None = None) -> int:
-        from workbench.studies.cli_args import build_parser
-
         prog = Path(self.origin).name if self.origin.endswith(".py") else self.name
-        args = build_parser(prog, self.description or f"Optuna study {self.name}").parse_args(argv)
+        args = self.parser(prog).parse_args(argv)
         try:
             result = self.run(**vars(args))
         except UserError as exc:
@@ -123,6 +126,11 @@ class Study:
             print(f"{prog}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
         return result.exit_code
+
+    def parser(self, prog: str):
+        from workbench.studies.cli_args import build_parser
+
+        return build_parser(prog, self.description or f"Optuna study {self.name}")
 
     def run(self, *, report_only: bool = False, **options) -> StudyResult:
         """Create or resume the study, run its remaining budget (none with `report_only`), report.
@@ -201,6 +209,36 @@ class Study:
         if not isinstance(self.seeds, int) or self.seeds < 1 or not isinstance(self.n_trials, int) or self.n_trials < 1:
             raise UserError(f"seeds and n_trials must be integers >= 1, got {self.seeds!r} and {self.n_trials!r}")
 
+    # -- what execute_study asks of a study (a Comparison answers differently) ---------------------------
+    def create_plan(self, settings: Settings, storage):
+        """Under the budget lock: create or load the Optuna study, check it can be resumed; its plan."""
+        import optuna
+
+        from workbench.studies.workers import SearchPlan
+
+        optuna_study = optuna.create_study(study_name=settings.study_name, storage=storage,
+                                           direction=self.direction, load_if_exists=True)
+        check_resumable(optuna_study, self, settings)
+        return SearchPlan(self, settings, storage, optuna_study=optuna_study)
+
+    def open_plan(self, settings: Settings, storage, worker_index: int):
+        """A worker's plan: the stored study with this worker's sampler and the study's pruner."""
+        from workbench.studies.workers import SearchPlan
+
+        return SearchPlan(self, settings, storage, worker_index)
+
+    def build_report(self, plan, settings: Settings, folder: Path):
+        from workbench.studies.report import build_report
+
+        return build_report(plan.optuna_study, self, settings, folder)
+
+    def run_params(self, settings: Settings) -> dict[str, str]:
+        """The parent run's params."""
+        params = {"study.metric": self.metric, "study.direction": self.direction, "study.seeds": str(settings.seeds),
+                  "study.pruner": _name(self.pruner), "study.sampler": _name(self.sampler)}
+        params.update({f"space.{key}": dimension.describe() for key, dimension in self.space.items()})
+        return params
+
 
 def check_metric_task(metric: str, base: Spec) -> None:
     """val/accuracy needs a classification loss, val/r2 a regression one (the runs log one or the other)."""
@@ -216,40 +254,37 @@ def check_metric_task(metric: str, base: Spec) -> None:
 
 
 def execute_study(study: Study, settings: Settings, *, report_only: bool = False) -> StudyResult:
-    """Create or load the study and its parent run, run the workers, then report."""
+    """Create or load the study (a comparison: its arms) and its parent run, run the workers, then report."""
     import optuna
 
+    from workbench.machine import cores
     from workbench.studies.lost_trials import reap_lost_trials
     from workbench.studies.parent_run import ensure_parent_run, finish_parent_run
-    from workbench.studies.report import build_report
     from workbench.studies.storage import open_storage
-    from workbench.machine import cores
-    from workbench.studies.workers import blas_threads, budget_used, run_workers
+    from workbench.studies.workers import blas_threads, run_workers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(settings.storage)
     with budget_lock(settings.storage, settings.study_name):
-        optuna_study = optuna.create_study(study_name=settings.study_name, storage=storage,
-                                           direction=study.direction, load_if_exists=True)
-        check_resumable(optuna_study, study, settings)
+        plan = study.create_plan(settings, storage)
         parent_run_id, created = ensure_parent_run(settings, study)
         if settings.storage.kind == "journal":  # one machine: a running trial whose process is gone was lost
             # under the lock: no worker is between asking for a trial and claiming it (user attr `worker`)
-            reap_lost_trials(optuna_study, settings, None, "worker lost: its process is gone", unclaimed=True)
-    done = budget_used(optuna_study.get_trials(deepcopy=False))
+            for optuna_study in plan.studies():
+                reap_lost_trials(optuna_study, settings, None, "worker lost: its process is gone", unclaimed=True)
+    stored = plan.stored(report_only)
     if settings.workers > cores():
         print(f"workbench: warning: {settings.workers} workers on {cores()} cores: they will share cores",
               file=sys.stderr)
     if not settings.quiet:
-        verb = "created" if created and not done else "resumed"
-        todo = 0 if report_only else max(0, settings.n_trials - done)
-        print(f"study {settings.study_name} {verb}: {done} of {settings.n_trials} trials stored, {todo} to run on "
+        verb = "created" if created and not plan.done() else "resumed"
+        print(f"study {settings.study_name} {verb}: {stored} on "
               f"{settings.workers} worker(s) x {blas_threads(settings)} BLAS thread(s); "
               f"{settings.seeds} seed(s) per trial; storage {settings.storage.shown()}; "
               f"MLflow {settings.tracking_uri} (parent run {parent_run_id})", file=sys.stderr, flush=True)
-    interrupted = False if report_only else run_workers(study, settings, parent_run_id, optuna_study)
+    interrupted = False if report_only else run_workers(study, settings, parent_run_id, plan)
     with tempfile.TemporaryDirectory(prefix="workbench-study-") as tmp:
-        report = build_report(optuna_study, study, settings, Path(tmp) / "report")
+        report = study.build_report(plan, settings, Path(tmp) / "report")
         finish_parent_run(settings, parent_run_id, report, "KILLED" if interrupted else "FINISHED")
     print(report.markdown)
     print(how_to_open(settings, parent_run_id))
@@ -281,9 +316,12 @@ def how_to_open(settings: Settings, parent_run_id: str) -> str:
 
     default = settings.tracking_uri == resolve_tracking_uri(None)
     ui = "workbench ui" if default else f"workbench ui --tracking-uri {settings.tracking_uri}"
+    runs = ("one child run per tuning trial and per confirmation run" if settings.confirm_seeds else
+            "one child run per trial")
     return (f"Open the results:\n"
-            f"  {ui}    # MLflow: experiment '{settings.study_name}', parent run {parent_run_id}, "
-            f"one child run per trial\n"
+            f"  {ui}    # MLflow: experiment '{settings.study_name}', parent run {parent_run_id}, {runs}\n"
             f"  pip install optuna-dashboard && {dashboard_command(settings.storage)}    # Optuna dashboard")
 
 
+def _name(value) -> str:
+    return value if isinstance(value, str) else type(value).__name__

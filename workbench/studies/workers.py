@@ -28,11 +28,14 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from workbench.machine import cores
 from workbench.studies.lost_trials import StaleTrialHandler, process_start_ticks, queue_retry, reap_lost_trials
 from workbench.studies.objective import COMPLETE, PRUNED, run_trial
 from workbench.studies.report import short_key
+from workbench.studies.samplers import build_pruner, build_sampler  # noqa: F401  (also imported from here)
 from workbench.studies.storage import budget_lock, open_storage
 
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -55,30 +58,59 @@ def blas_threads(settings) -> int:
     return getattr(settings, "blas_threads", None) or threads_per_worker(settings.workers)
 
 
-# -- Optuna pieces ---------------------------------------------------------------------------
-def build_sampler(study, settings, worker_index: int, n_existing: int):
-    """TPE or random; seeded per worker and per resume so workers do not propose the same points."""
-    import optuna
+# -- what a worker runs next ----------------------------------------------------------------------
+@dataclass
+class Job:
+    """A trial a worker claimed: the Optuna study it belongs to, how to run it, how to print its outcome."""
 
-    if not isinstance(study.sampler, str):
-        return study.sampler
-    seed = settings.sampler_seed * 1_000_003 + worker_index * 7919 + n_existing
-    if study.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    optuna_study: Any
+    trial: Any
+    run: Callable[[str | None, Any], Any]  # (parent_run_id, storage) -> TrialResult
+    line: Callable[[Any], str]  # TrialResult -> the line printed on stderr
+    stop_on_exhausted: bool = True  # a grid sampler's "stop" ends this worker (a plain search)
 
 
-def build_pruner(study, settings):
-    import optuna
+class SearchPlan:
+    """A plain search: one Optuna study whose trials count against `n_trials`.
 
-    if not isinstance(study.pruner, str):
-        return study.pruner
-    epochs = settings.base.training.epochs
-    if study.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 3))
-    if study.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs * settings.seeds, reduction_factor=3)
-    return optuna.pruners.NopPruner()
+    A plan is what `work` asks for the next job (under the budget lock) and what the main process
+    reaps lost trials in; a comparison has its own (`workbench.studies.comparison.ComparisonPlan`).
+    """
+
+    def __init__(self, study, settings, storage, worker_index: int | None = None, optuna_study=None) -> None:
+        import optuna
+
+        self.study, self.settings = study, settings
+        self.optuna_study = optuna_study or optuna.load_study(study_name=settings.study_name, storage=storage,
+                                                              pruner=build_pruner(study, settings))
+        if worker_index is not None:
+            self.optuna_study.sampler = build_sampler(study, settings, worker_index,
+                                                      len(self.optuna_study.get_trials(deepcopy=False)))
+
+    def studies(self) -> list:
+        return [self.optuna_study]
+
+    def next_job(self, deadline: float | None, heartbeat: bool):
+        import optuna
+
+        trial = next_trial(self.optuna_study, self.settings.n_trials, deadline, heartbeat)
+        if not isinstance(trial, optuna.Trial):
+            return trial
+        study, settings = self.study, self.settings
+        return Job(self.optuna_study, trial,
+                   lambda parent_run_id, storage: run_trial(trial, study, settings, parent_run_id, storage),
+                   lambda result: trial_line(trial, result, settings, study))
+
+    def has_work(self) -> bool:
+        return has_work(self.optuna_study, self.settings)
+
+    def done(self) -> int:
+        return budget_used(self.optuna_study.get_trials(deepcopy=False))
+
+    def stored(self, report_only: bool) -> str:
+        done = self.done()
+        todo = 0 if report_only else max(0, self.settings.n_trials - done)
+        return f"{done} of {self.settings.n_trials} trials stored, {todo} to run"
 
 
 # -- one worker --------------------------------------------------------------------------------
@@ -141,9 +173,7 @@ def work(study, settings, worker_index: int, parent_run_id: str | None, threads:
     limiter = threadpool_limits(limits=threads) if threads else contextlib.nullcontext()
     stale = StaleTrialHandler(settings, f"no heartbeat for {settings.storage.grace_period} s")
     storage = open_storage(settings.storage, stale)
-    optuna_study = optuna.load_study(study_name=settings.study_name, storage=storage,
-                                     pruner=build_pruner(study, settings))
-    optuna_study.sampler = build_sampler(study, settings, worker_index, len(optuna_study.get_trials(deepcopy=False)))
+    plan = study.open_plan(settings, storage, worker_index)
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
     ran = 0
     with limiter:
@@ -151,31 +181,33 @@ def work(study, settings, worker_index: int, parent_run_id: str | None, threads:
             if settings.storage.heartbeat:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    optuna.storages.fail_stale_trials(optuna_study)
+                    for optuna_study in plan.studies():
+                        optuna.storages.fail_stale_trials(optuna_study)
             with budget_lock(settings.storage, settings.study_name):
-                trial = next_trial(optuna_study, settings.n_trials, deadline, settings.storage.heartbeat)
-                if isinstance(trial, optuna.Trial):
+                job = plan.next_job(deadline, settings.storage.heartbeat)
+                if isinstance(job, Job):
+                    trial = job.trial
                     trial.set_user_attr("worker", worker_id())  # before any work: a lost worker's trial is found
                     trial.set_user_attr("worker_started", process_start_ticks(os.getpid()))  # tells a reused pid
                     trial.set_user_attr("blas_threads", threads)  # the last bits of large products depend on it
-            if trial is None:
+            if job is None:
                 return ran
-            if trial == "wait":
+            if job == "wait":
                 time.sleep(min(WAIT_FOR_STALE_S, settings.storage.heartbeat_interval))
                 continue
             with Heartbeat(storage, trial._trial_id):
                 try:
-                    result = run_trial(trial, study, settings, parent_run_id, storage)
+                    result = job.run(parent_run_id, storage)
                 except KeyboardInterrupt:  # failed as "interrupted", and queued again for the next launch
                     with contextlib.suppress(Exception):
-                        optuna_study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                        queue_retry(optuna_study, storage.get_trial(trial._trial_id), settings.storage.max_retry)
+                        job.optuna_study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                        queue_retry(job.optuna_study, storage.get_trial(trial._trial_id), settings.storage.max_retry)
                     raise
             ran += 1
-            stop = tell(optuna_study, trial, result)
+            stop = tell(job.optuna_study, trial, result)
             if not settings.quiet:
-                print(trial_line(trial, result, settings, study), file=sys.stderr, flush=True)
-            if stop:
+                print(job.line(result), file=sys.stderr, flush=True)
+            if stop and job.stop_on_exhausted:
                 return ran
 
 
@@ -198,13 +230,14 @@ def tell(optuna_study, trial, result) -> bool:
 
 
 def trial_line(trial, result, settings, study) -> str:
+    arm = f"{settings.arm}  " if getattr(settings, "arm", "") else ""
     params = "  ".join(f"{short_key(k, trial.params)}={_short(v)}" for k, v in trial.params.items())
     if result.state == COMPLETE:
         spread = f" ± {result.std:.3g}" if len(result.values) > 1 else ""
         outcome = f"{study.metric} {result.value:.4g}{spread} over {len(result.values)} seed(s)"
     else:
         outcome = f"{result.state.lower()}: {result.reason}"
-    return f"trial {trial.number}  {params}  -> {outcome}  ({result.seconds:.1f} s)"
+    return f"{arm}trial {trial.number}  {params}  -> {outcome}  ({result.seconds:.1f} s)"
 
 
 def _short(value) -> str:
@@ -224,8 +257,9 @@ def _worker_entry(study, settings, worker_index: int, parent_run_id: str | None,
         sys.exit(EXIT_INTERRUPTED)
 
 
-def run_workers(study, settings, parent_run_id: str | None, optuna_study) -> bool:
-    """Run the workers to the end of the budget; returns True when interrupted."""
+def run_workers(study, settings, parent_run_id: str | None, plan) -> bool:
+    """Run the workers to the end of the budget; returns True when interrupted. `plan`: the main
+    process's view of the study (`SearchPlan` or a comparison's plan), to reap a dead worker's trials."""
     if settings.workers == 1:
         try:
             work(study, settings, 0, parent_run_id, blas_threads(settings))
@@ -255,8 +289,9 @@ def run_workers(study, settings, parent_run_id: str | None, optuna_study) -> boo
                 if p.exitcode is None or p.exitcode in (0, EXIT_INTERRUPTED):
                     continue
                 processes.remove(p)
-                reap_lost_trials(optuna_study, settings, {p.pid}, f"worker process died (exit code {p.exitcode})")
-                if replacements > 0 and has_work(optuna_study, settings):
+                for optuna_study in plan.studies():
+                    reap_lost_trials(optuna_study, settings, {p.pid}, f"worker process died (exit code {p.exitcode})")
+                if replacements > 0 and plan.has_work():
                     replacements, next_index = replacements - 1, next_index + 1
                     processes.append(_start(context, study, settings, next_index, parent_run_id, threads))
         interrupted = any(p.exitcode == EXIT_INTERRUPTED for p in processes)
