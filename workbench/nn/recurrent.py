@@ -104,10 +104,13 @@ class Recurrent(Layer):
     @classmethod
     def from_config(cls, name, config, input_shape, ctx):
         if len(input_shape) != 2:
-            raise ctx.fail(
-                f"a {cls.type_name} layer reads sequences (steps x features) but gets {shape_text(input_shape)}",
-                f"use sequence data (data.source = {SEQUENCE_SOURCES}), or set return_sequences = true "
-                "on the recurrent layer before it")
+            article = "an" if cls.type_name in ("rnn", "lstm") else "a"  # as spoken: an R-N-N, an L-S-T-M, a G-R-U
+            first = ctx.where == "model.layers[0]"
+            fix = (f"use sequence data (data.source = {SEQUENCE_SOURCES})" if first else
+                   "set return_sequences = true on the recurrent layer before it (a layer between them must "
+                   f"keep the steps), or use sequence data (data.source = {SEQUENCE_SOURCES})")
+            raise ctx.fail(f"{article} {cls.type_name} layer reads sequences (steps x features) but gets "
+                           f"{shape_text(input_shape)}", fix)
         steps, features = (int(s) for s in input_shape)
         H, G = config["units"], cls.gates
         W = ctx.weight(config, (features, G * H))
