@@ -31,7 +31,7 @@ def _optional_commands() -> list:
     import importlib
 
     modules = []
-    for name in ("workbench.cli.diagnose", "workbench.cli.ui", "workbench.cli.sync"):
+    for name in ("workbench.cli.diagnose", "workbench.cli.ui", "workbench.cli.sync", "workbench.cli.explain"):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:
