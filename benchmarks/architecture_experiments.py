@@ -96,9 +96,9 @@ def degradation(results_dir: Path, args, shared: dict) -> dict:
     print("\n== 1. He et al. (2016): degradation of plain nets with depth; residual nets of the same depth", flush=True)
     out: dict = {"arms": {}}
     entries = {}
+    overrides = [f"training.epochs={args.degradation_epochs}"] if args.degradation_epochs else []
     for arm in DEGRADATION_ARMS:
-        entry = train(arm)
-        entry["cpu_seconds"] = None
+        entry = train(arm, overrides)
         entry["full_train"] = full_train_loss(entry["run"])
         entries[arm] = entry
     shared["degradation_res32"] = entries["degradation_res32"]
@@ -622,6 +622,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=",".join(EXPERIMENTS),
                         help=f"comma-separated experiments to run, of {', '.join(EXPERIMENTS)} (default: all)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the MNIST CNN (default 0,1,2)")
+    parser.add_argument("--degradation-epochs", type=int, default=None,
+                        help="train the degradation arms this many epochs instead of their specs' 3")
     parser.add_argument("--cnn-variant", action="append", default=[], metavar="KEY=VALUE",
                         help="also run the CNN seeds with this override (repeatable), e.g. optimizer.lr=0.002")
     args = parser.parse_args(argv)
