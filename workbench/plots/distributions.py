@@ -4,8 +4,9 @@
   training. Healthy: roughly flat. Shrinking with depth: signal vanishing in the forward
   pass; growing: exploding. The output layer's value is the std of the logits. A second
   panel shows the dead (relu) or saturated (tanh, sigmoid) fraction when the record has it.
-- `gradient_histograms`: one small histogram per dense layer of dL/dW at the end of
-  training (the last batch), log counts, NaN/Inf counted in the panel title.
+- `gradient_histograms`: one small histogram per layer of dL/dW at the end of
+  training (the last batch), log counts, NaN/Inf counted in the panel title; at most
+  `MAX_HISTOGRAMS` panels (evenly spaced layers, the first and the last among them).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
 
 from workbench.plots.record_view import layer_stat, run_label
-from workbench.plots.style import NONFINITE_COLOR, depth_colors, new_figure, time_colors
+from workbench.plots.style import NONFINITE_COLOR, depth_colors, layer_ticks, log_axis, new_figure, time_colors
 
 # The monitor counts dead units for relu and saturated ones for tanh and sigmoid (0 for the others).
 DEAD_ACTIVATIONS = ("relu",)
 SATURATING_ACTIVATIONS = ("tanh", "sigmoid")
 LOG_STD_RANGE = 30.0  # a log y axis once the std spans more than this factor across depth
+MAX_HISTOGRAMS = 8  # panels of `gradient_histograms`: a grid that never grows with depth
 
 
 def activation_std_by_depth(record, *, moments: int = 5) -> Figure:
@@ -46,7 +47,8 @@ def activation_std_by_depth(record, *, moments: int = 5) -> Figure:
     if len(layers) > 1:
         labels = [f"{label}; logits std {_number(std[row, -1])}" for row, label in zip(rows, labels)]
     unit_stat, unit_label = _unit_stat(record)
-    fig, axes = new_figure(12.5 if unit_stat is not None else 8, 4.8, ncols=2 if unit_stat is not None else 1)
+    fig, axes = new_figure(12.5 if unit_stat is not None else 8, 5.2, ncols=2 if unit_stat is not None else 1,
+                           margins=(0.75, 0.25, 0.7, 1.05), wspace=0.2)
     fig.suptitle(f"Activations by depth at {len(rows)} moments of training{run_label(record)}", fontweight="bold")
 
     ax = axes[0]
@@ -61,7 +63,7 @@ def activation_std_by_depth(record, *, moments: int = 5) -> Figure:
         ax.plot(depth, values[row], marker="o", markersize=4, color=color, label=label)
     finite = values[rows][np.isfinite(values[rows])]
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > LOG_STD_RANGE:
-        ax.set_yscale("log")
+        log_axis(ax)
         ax.set_ylabel("activation std (log scale)")
     else:
         ax.set_ylabel("activation std")
@@ -82,47 +84,60 @@ def activation_std_by_depth(record, *, moments: int = 5) -> Figure:
     return fig
 
 
-def gradient_histograms(gradients, *, bins: int = 61) -> Figure:
-    """Small multiples: a histogram of each dense layer's dL/dW values (log counts).
+def gradient_histograms(gradients, *, bins: int = 61, max_panels: int = MAX_HISTOGRAMS) -> Figure:
+    """Small multiples: a histogram of each layer's dL/dW values (log counts), at most `max_panels` of them.
 
     An odd number of bins centres one on zero. `gradients` maps layer name (or "dense1.W"-style parameter name) to its gradient array,
     or is a `GradientSnapshot` (whose step goes into the title). Not `model.gradients()`
     after training: the optimizer step overwrites those buffers with the step taken.
+    Deeper models show evenly spaced layers, the first and the last among them.
     """
     step = getattr(gradients, "step", None)
     grads = _weight_gradients(getattr(gradients, "gradients", gradients))
     if not grads:
         raise ValueError("no weight gradients to plot")
-    n = len(grads)
+    names = list(grads)
+    if len(names) > max_panels:
+        picks = np.unique(np.round(np.linspace(0, len(names) - 1, max_panels)).astype(int))
+        shown = {names[i]: grads[names[i]] for i in picks}
+    else:
+        shown = grads
+    n = len(shown)
     ncols = min(4, n)
     nrows = -(-n // ncols)
-    fig, axes = new_figure(max(7.0, 3.3 * ncols), 2.7 * nrows + 0.6, nrows=nrows, ncols=ncols)
+    fig, axes = new_figure(max(7.0, 3.3 * ncols), 2.6 * nrows + 0.7, nrows=nrows, ncols=ncols,
+                           margins=(0.65, 0.2, 0.7, 0.5), wspace=0.35, hspace=0.55)
     when = f"step {step}, the last backward pass" if step is not None else "the last backward pass"
-    fig.suptitle(f"Final weight gradients dL/dW per layer ({when})", fontweight="bold")
-    for ax, (name, g), color in zip(axes, grads.items(), depth_colors(n)):
-        g = np.asarray(g, dtype=float).ravel()
+    which = f", {n} of {len(grads)} layers" if n < len(grads) else ""
+    fig.suptitle(f"Final weight gradients dL/dW per layer ({when}{which})", fontweight="bold")
+    colors = depth_colors(len(grads))
+    for ax, name in zip(axes, shown):
+        color = colors[names.index(name)]
+        g = np.asarray(shown[name], dtype=float).ravel()
         finite = g[np.isfinite(g)]
         n_bad = g.size - finite.size
         if finite.size:
             span = float(np.abs(finite).max()) or 1.0  # all zeros: a bar at 0 on a unit range
-            ax.hist(finite, bins=bins, range=(-span, span), color=color, log=True, histtype="stepfilled")
+            counts, edges = np.histogram(finite, bins=bins, range=(-span, span))
+            ax.stairs(counts, edges, color=color, fill=True)
+            log_axis(ax)
+            ax.set_ylim(0.8, max(10.0, counts.max() * 1.5))
             ax.set_xlim(-span, span)
             stats = f"||g||={np.linalg.norm(finite):.1e}, std={finite.std():.1e}"
             if not finite.any():
                 ax.text(0.5, 0.9, "all values exactly 0", ha="center", va="center", transform=ax.transAxes,
                         color="grey", fontsize=9)
         else:
+            log_axis(ax)
             ax.text(0.5, 0.5, "all NaN/Inf", ha="center", va="center", transform=ax.transAxes, color=NONFINITE_COLOR)
             stats = "no finite value"
         ax.set_title(f"{name}  {stats}", fontsize=8.5)
         if n_bad:
             ax.text(0.98, 0.95, f"{n_bad} NaN/Inf", ha="right", va="top", transform=ax.transAxes,
                     color=NONFINITE_COLOR, fontsize=8)
-        ax.set_xlabel(r"$\partial L/\partial W$ value", fontsize=8.5)
+        ax.set_xlabel("∂L/∂W value", fontsize=8.5)
         ax.set_ylabel("count (log scale)", fontsize=8.5)
         ax.tick_params(which="both", labelsize=7.5)
-        for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-            set_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
         ax.xaxis.get_offset_text().set_fontsize(7.5)
     for ax in axes[n:]:
@@ -173,7 +188,8 @@ def _unit_stat(record) -> tuple[np.ndarray | None, str]:
 
 
 def _depth_axis(ax: Axes, layers: list[str]) -> None:
-    ax.set_xticks(range(len(layers)), layers, rotation=45 if len(layers) > 8 else 0,
+    positions, labels = layer_ticks(layers)
+    ax.set_xticks(positions, labels, rotation=45 if len(layers) > 8 else 0,
                   ha="right" if len(layers) > 8 else "center", fontsize=8)
     ax.set_xlabel("layer (input → output)")
     ax.grid(True, alpha=0.3)

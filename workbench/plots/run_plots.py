@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from workbench.plots.distributions import activation_std_by_depth, gradient_histograms
 from workbench.plots.gradient_flow import grad_norms_over_time, gradient_flow_heatmap, update_ratios
 from workbench.plots.record_view import layer_stat
-from workbench.plots.style import DPI
+from workbench.plots.style import save_figure
 from workbench.plots.training_curves import loss_curves
 
 # File name -> (what the plot needs, how to draw it). Names are part of the artifact layout: keep them.
@@ -47,7 +47,7 @@ def save_run_plots(out_dir: str | Path, *, record=None, history: Mapping | None 
             continue
         try:
             fig = draw(record, history, gradients)
-            fig.savefig(out_dir / name, dpi=DPI)
+            save_figure(fig, out_dir / name)
         except Exception as exc:  # noqa: BLE001 - report and keep the other plots
             warnings.warn(f"plot {name} not drawn: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
             continue

@@ -5,6 +5,13 @@ pyplot, so library code leaves no global figure state behind (and works in
 threads and study workers). Saving a Figure needs no backend selection: the
 PNG is written by Agg.
 
+Drawing is kept cheap whatever the depth and length of a run (all of a run's
+figures together in well under 2 s): fixed margins instead of a layout solver
+(which lays every text out twice), heat maps as one image at most as wide as
+the pixels available, lines reduced to two points a pixel, at most
+`MAX_LEGEND_LAYERS` layers in a legend (deeper models get a depth colour bar),
+at most `MAX_TICK_LABELS` labels on a layer axis.
+
 Long runs are drawn from a reduced copy: lines keep each block's minimum and
 maximum (so spikes survive), the heatmap keeps each block's maximum (so an
 explosion is never averaged away). Non-finite values are never dropped
@@ -15,25 +22,82 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.colors import Colormap
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from matplotlib.transforms import blended_transform_factory
 import matplotlib as mpl
 
-DPI = 110
-MAX_LINE_POINTS = 2000        # per line, after min/max envelope reduction
-MAX_HEATMAP_COLUMNS = 1000
+DPI = 100
+MAX_LINE_POINTS = 1600        # per line, after min/max envelope reduction: two points a pixel of a 8-inch axes
+MAX_HEATMAP_COLUMNS = 1000    # about the pixels of a heat map's width
+MAX_LEGEND_LAYERS = 12        # more layers: a depth colour bar instead of one legend entry each
+MAX_TICK_LABELS = 16          # labels on a layer axis (every k-th layer beyond)
+PNG_OPTIONS = {"compress_level": 1}  # fast zlib: the files are a little larger, saving is much cheaper
 NONFINITE_COLOR = "#d62728"   # red: NaN or Inf
 ZERO_COLOR = "#d9d9d9"        # light grey: exactly zero (nothing to take a log of)
 DEPTH_CMAP = "viridis"        # sequential, input dark -> output light
+MARGINS = (0.85, 0.3, 0.6, 0.55)  # left, right, top, bottom, in inches
 
 
-def new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **subplot_kw) -> tuple[Figure, np.ndarray]:
-    """A pyplot-free figure with a constrained layout and its axes as a flat array."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+def new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1, *,
+               margins: tuple[float, float, float, float] = MARGINS, wspace: float = 0.25, hspace: float = 0.35,
+               **subplot_kw) -> tuple[Figure, np.ndarray]:
+    """A pyplot-free figure with fixed margins (inches: left, right, top, bottom) and its axes as a flat array."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
     axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw)
+    left, right, top, bottom = margins
+    fig.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height,
+                        wspace=wspace, hspace=hspace)
     return fig, axes.ravel()
+
+
+def save_figure(fig: Figure, path) -> None:
+    """The figure as a PNG (Agg, fast compression)."""
+    fig.savefig(path, dpi=DPI, pil_kwargs=PNG_OPTIONS)
+
+
+def log_axis(ax: Axes, axis: str = "y") -> None:
+    """A log axis labelled in plain text (1e-3: no mathtext to typeset) with decades only (no minor ticks)."""
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(LogLocator(base=10, numticks=8))
+    target.set_major_formatter(FuncFormatter(_decade))
+    target.set_minor_locator(NullLocator())
+
+
+def _decade(value: float, position=None) -> str:
+    if not np.isfinite(value) or value <= 0:
+        return ""
+    exponent = np.log10(value)
+    if abs(exponent - round(exponent)) > 1e-6:
+        return f"{value:.0e}"
+    exponent = int(round(exponent))
+    return {0: "1", 1: "10", 2: "100", -1: "0.1"}.get(exponent, f"1e{exponent}")
+
+
+def layer_ticks(names: list[str], max_labels: int = MAX_TICK_LABELS) -> tuple[list[int], list[str]]:
+    """Positions and labels for a layer axis: every layer, or every k-th one and the last."""
+    n = len(names)
+    if n <= max_labels:
+        return list(range(n)), list(names)
+    step = -(-n // max_labels)
+    positions = sorted({*range(0, n, step), n - 1})
+    if len(positions) > 1 and positions[-1] - positions[-2] < step / 2:
+        positions.pop(-2)
+    return positions, [names[i] for i in positions]
+
+
+def depth_colorbar(fig: Figure, ax: Axes, layers: list[str], cmap: str | Colormap = DEPTH_CMAP) -> None:
+    """A colour bar beside `ax` naming the layers of each depth colour (for models too deep for a legend)."""
+    n = len(layers)
+    colors = depth_colors(n, cmap)
+    mappable = ScalarMappable(norm=BoundaryNorm(np.arange(n + 1) - 0.5, n), cmap=ListedColormap(colors))
+    bar = fig.colorbar(mappable, ax=ax, pad=0.01, fraction=0.03, aspect=30)
+    positions, labels = layer_ticks(layers)
+    bar.set_ticks(positions, labels=labels, fontsize=7)
+    bar.set_label("layer (colour: depth)", fontsize=8)
 
 
 def depth_colors(n: int, cmap: str | Colormap = DEPTH_CMAP) -> list[tuple[float, float, float, float]]:

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from workbench.plots.style import NONFINITE_COLOR, new_figure
+from workbench.plots.style import NONFINITE_COLOR, log_axis, new_figure
 
 # Score panels to try, in order: (train key, val key, axis label).
 SCORES = (
@@ -27,7 +27,7 @@ def loss_curves(history: Mapping[str, Sequence[float]]) -> Figure:
     """
     n = max((len(v) for v in history.values()), default=0)
     epochs = np.asarray(history.get("epoch", range(n)), dtype=float)
-    fig, (ax_loss, ax_score) = new_figure(11, 4.2, ncols=2)
+    fig, (ax_loss, ax_score) = new_figure(11, 4.4, ncols=2, margins=(0.8, 0.25, 0.75, 0.55), wspace=0.22)
     fig.suptitle("Training curves: loss and validation score by epoch", fontweight="bold")
 
     losses = {split: _series(history, f"{split}/loss", len(epochs)) for split in ("train", "val")}
@@ -42,7 +42,7 @@ def loss_curves(history: Mapping[str, Sequence[float]]) -> Figure:
         ax_loss.axvline(epochs[best], color="grey", linestyle=":", linewidth=1,
                         label=f"best val/loss {val[best]:.4g} (epoch {epochs[best]:g})")
     if log_scale:
-        ax_loss.set_yscale("log")
+        log_axis(ax_loss)
     ax_loss.set_title("loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss, mean per example" + (" (log scale)" if log_scale else ""))
