@@ -28,9 +28,15 @@ from workbench.diagnose.rules import Rule, global_stat, layer_stat, median, noth
 from workbench.diagnose.thresholds import (
     EXPLODING_TIME_RATIO,
     GRADIENT_SPIKE_FACTOR,
+    MIN_EXPLODING_EPISODES,
+    MIN_PERSISTENT_ROWS,
     PASCANU_GAMMA,
+    PERSISTENCE_FRACTION,
+    PERSISTENCE_WINDOW,
     VANISHING_TIME_RATIO,
 )
+
+MIN_SPIKE_HISTORY = 10  # rows before a step can be called a spike: the median needs something to stand on
 
 RECURRENT = ("rnn", "lstm", "gru")
 
@@ -66,20 +72,45 @@ def item_of(ctx, name: str) -> str:
     return name
 
 
-def spikes(record, rows: np.ndarray) -> dict:
-    """Exploding episodes: recorded steps whose global gradient norm exceeds GRADIENT_SPIKE_FACTOR x the median."""
-    norms = global_stat(record, "grad_norm_global")
-    if norms is None or not len(rows):
-        return {"count": 0, "steps": [], "largest": float("nan")}
-    values = norms[rows]
-    typical = median(values)
-    if not np.isfinite(typical) or typical <= 0:
-        return {"count": 0, "steps": [], "largest": float("nan")}
+def spike_factors(record, start: int, stop: int) -> np.ndarray:
+    """Per row of [start, stop): the global gradient norm over the median of the PERSISTENCE_WINDOW rows
+    before it (NaN with fewer than MIN_SPIKE_HISTORY rows before)."""
+    norms = global_stat(record, "grad_norm_global", slice(max(0, start - PERSISTENCE_WINDOW), stop))
+    out = np.full(stop - start, np.nan)
+    if norms is None:
+        return out
+    offset = len(norms) - (stop - start)
+    for k in range(stop - start):
+        i = offset + k
+        before = norms[max(0, i - PERSISTENCE_WINDOW) : i]
+        before = before[np.isfinite(before)]
+        if len(before) >= MIN_SPIKE_HISTORY:
+            typical = float(np.median(before))
+            if typical > 0:
+                out[k] = norms[i] / typical
+    return out
+
+
+def unclipped(record, start: int, stop: int) -> np.ndarray:
+    clipped = global_stat(record, "clipped", slice(start, stop))
+    return np.ones(stop - start, bool) if clipped is None else clipped != 1.0
+
+
+def episodes(record) -> list[dict]:
+    """The exploding episodes of the whole record: step, factor over the trailing median, and the loss
+    over the 5 rows after it relative to the 5 rows before."""
+    n = len(record)
+    factor = spike_factors(record, 0, n)
     with np.errstate(invalid="ignore"):
-        hit = values > GRADIENT_SPIKE_FACTOR * typical
-    steps = record.steps[rows][hit]
-    return {"count": int(hit.sum()), "steps": [int(s) for s in steps[:10]],
-            "largest": float(np.nanmax(values) / typical) if len(values) else float("nan")}
+        rows = np.flatnonzero((factor > GRADIENT_SPIKE_FACTOR) & unclipped(record, 0, n))
+    loss = global_stat(record, "loss")
+    found = []
+    for i in rows:
+        jump = float("nan")
+        if loss is not None and i >= 1:
+            jump = median(loss[i + 1 : i + 6]) / median(loss[max(0, i - 5) : i])
+        found.append({"step": int(record.steps[i]), "factor": float(factor[i]), "loss_after_over_before": jump})
+    return found
 
 
 class _ThroughTime(Rule):
@@ -205,7 +236,15 @@ class VanishingThroughTime(_ThroughTime):
 
 
 class ExplodingThroughTime(_ThroughTime):
+    """Two ways to explode through time: the gradient grows on its way back (time ratio above
+    EXPLODING_TIME_RATIO, persistent over a window), or exploding episodes (Pascanu et al.'s
+    sudden gradient spikes: the global norm above GRADIENT_SPIKE_FACTOR x its trailing median on an
+    unclipped step), from the MIN_EXPLODING_EPISODES-th on. Episodes are events, not trends, so the
+    rule keeps its own window for the ratio and the engine takes its first hit."""
+
     verdict = "exploding_through_time"
+    persistent = False
+    holds_at_end = False
 
     def beyond(self, ratio):
         return ratio > EXPLODING_TIME_RATIO
@@ -213,12 +252,50 @@ class ExplodingThroughTime(_ThroughTime):
     def extreme(self, values):
         return np.nanmax(values, axis=1)
 
+    def evaluate(self, record, start, stop, ctx, state) -> Signals:
+        n = stop - start
+        recurrent = recurrent_layers(ctx)
+        columns = [j for j, name in enumerate(ctx.layers) if name in recurrent]
+        if not columns:
+            return nothing(n, len(ctx.layers))
+        layers = np.zeros((n, len(ctx.layers)), bool)
+        value = np.full(n, np.nan)
+        ratio = layer_stat(record, "time_grad_ratio", slice(max(0, start - PERSISTENCE_WINDOW + 1), stop))
+        if ratio is not None:  # the growth through time, persistent over the trailing window
+            with np.errstate(invalid="ignore"):
+                over = self.beyond(ratio) & np.isfinite(ratio)
+            cum = np.concatenate([np.zeros((1, over.shape[1]), np.int64), np.cumsum(over, axis=0)])
+            offset = len(ratio) - n
+            end = np.arange(offset, offset + n) + 1
+            seen = start + np.arange(n) + 1  # rows of the record up to this one
+            window = np.minimum(seen, PERSISTENCE_WINDOW)
+            need = np.maximum(np.ceil(PERSISTENCE_FRACTION * window), MIN_PERSISTENT_ROWS)
+            counts = cum[end] - cum[np.maximum(end - window, 0)]
+            layers = counts >= need[:, None]
+            mask = np.zeros(len(ctx.layers), bool)
+            mask[columns] = True
+            layers &= mask
+            hit_ratio = layers.any(axis=1)
+            rows = np.flatnonzero(hit_ratio)
+            if len(rows):
+                value[rows] = np.nanmax(np.where(layers[rows], ratio[offset + rows], np.nan), axis=1)
+        factor = spike_factors(record, start, stop)
+        with np.errstate(invalid="ignore"):
+            spike = (factor > GRADIENT_SPIKE_FACTOR) & unclipped(record, start, stop)
+        counted = state.get("exploding_episodes", 0) + np.cumsum(spike)
+        state["exploding_episodes"] = int(counted[-1]) if n else state.get("exploding_episodes", 0)
+        episode = spike & (counted >= MIN_EXPLODING_EPISODES)
+        for k in np.flatnonzero(episode):
+            layers[k, columns] = True
+            value[k] = factor[k] if not np.isfinite(value[k]) else value[k]
+        return Signals(layers.any(axis=1), value, layers)
+
     def describe(self, ev: Evidence) -> Finding:
         ctx, record = ev.ctx, ev.record
         layers = ev.flagged_layers()
         per = self.evidence(ev, layers)
-        all_rows = np.arange(len(record))
-        episodes = spikes(record, all_rows)
+        found = episodes(record)
+        grows = [name for name in layers if per[name]["ratio_first_to_last"] > EXPLODING_TIME_RATIO]
         healthy = ev.rows(ev.track.steps[~ev.track.hit])
         clip_at, clip_high = clipping_threshold(record, healthy)
         basis = f"the median global gradient norm of the steps without the condition (90th percentile {fmt(clip_high)})"
@@ -226,8 +303,10 @@ class ExplodingThroughTime(_ThroughTime):
             norms = global_stat(record, "grad_norm_global")
             clip_at, clip_high = (quantile(norms, 0.5), quantile(norms, 0.9)) if norms is not None else (np.nan,) * 2
             basis = f"the median global gradient norm of the run (90th percentile {fmt(clip_high)})"
-        evidence = {"threshold": EXPLODING_TIME_RATIO, "ratio_first_to_last": median(ev.values()), "layers": per,
-                    "gradient_spikes": episodes, "suggested_max_norm": clip_at}
+        evidence = {"threshold": EXPLODING_TIME_RATIO, "ratio_first_to_last": median([per[n]["ratio_first_to_last"]
+                                                                                     for n in layers]),
+                    "layers": per, "episodes": found[:20], "episode_count": len(found),
+                    "spike_factor": GRADIENT_SPIKE_FACTOR, "suggested_max_norm": clip_at}
         mode = ctx.get("clipping.mode")
         clipped = global_stat(record, "clipped")
         advice: list[str | None] = []
@@ -237,7 +316,9 @@ class ExplodingThroughTime(_ThroughTime):
             fired = float(np.nanmean(clipped)) if clipped is not None and len(clipped) else float("nan")
             evidence["clip_fraction"] = fired
             advice.append(f"clipping is on and fired on {fmt(100 * fired)}% of the recorded steps: it bounds each "
-                          "update, not the growth through time")
+                          "update, not the growth through time" + ("" if mode == "global_norm" else
+                                                                   "; clip the global norm (--set clipping.mode="
+                                                                   "global_norm), which keeps the direction"))
         bptt = ctx.get("training.bptt_steps") or 0
         steps = [e["steps"] for e in per.values() if e.get("steps")]
         horizon = median([e["horizon_steps"] for e in per.values()])
@@ -246,7 +327,7 @@ class ExplodingThroughTime(_ThroughTime):
             advice.append(f"--set training.bptt_steps={shorter} (now {bptt or 'the whole sequence'}): truncated BPTT "
                           "stops the products of Jacobians after that many steps (Williams & Peng 1990)"
                           + (f"; the gradient keeps growing over the horizon of {fmt(horizon)} steps"
-                             if np.isfinite(horizon) else ""))
+                             if grows and np.isfinite(horizon) else ""))
         for name in layers:
             e = per[name]
             init = VanishingThroughTime._item_value(ctx, e["item"], "recurrent_init", "orthogonal")
@@ -264,8 +345,15 @@ class ExplodingThroughTime(_ThroughTime):
             advice.append('or set type = "lstm" (or "gru"): gates bound what each step adds to the state')
         advice.append('add {type = "layer_norm"} after the recurrent layer (Ba, Kiros & Hinton 2016)')
         described = "; ".join(self.describe_layer(name, per[name]) for name in layers)
-        spiked = (f"; {episodes['count']} gradient spikes above {fmt(GRADIENT_SPIKE_FACTOR)}x the median "
-                  f"(largest {fmt(episodes['largest'])}x)" if episodes["count"] else "")
-        summary = (f"the gradient grows more than {fmt(EXPLODING_TIME_RATIO)}x on its way back through time on "
-                   f"{fmt(100 * ev.share)}% of the steps from step {ev.first_step}: {described}{spiked}")
+        parts = []
+        if grows:
+            parts.append(f"the gradient grows more than {fmt(EXPLODING_TIME_RATIO)}x on its way back through time")
+        if found:
+            jumps = [e["loss_after_over_before"] for e in found if np.isfinite(e["loss_after_over_before"])]
+            jump = f", the loss {fmt(median(jumps))}x higher after them (median)" if jumps else ""
+            parts.append(f"{len(found)} exploding episodes: unclipped steps whose gradient norm is over "
+                         f"{fmt(GRADIENT_SPIKE_FACTOR)}x the median of the {PERSISTENCE_WINDOW} steps before "
+                         f"(largest {fmt(max(e['factor'] for e in found))}x, at step "
+                         f"{max(found, key=lambda e: e['factor'])['step']}){jump}")
+        summary = f"{' and '.join(parts) or 'the gradient explodes through time'} from step {ev.first_step}: {described}"
         return ev.finding(self.verdict, summary, layers, evidence, advice)

@@ -99,6 +99,7 @@ class Recurrent(Layer):
         self._buffers: _Buffers | None = None
         self._xt: np.ndarray | None = None
         self._T = 0
+        self._grads_through_time = False
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -149,6 +150,7 @@ class Recurrent(Layer):
         if not xt.flags.c_contiguous:
             xt = np.ascontiguousarray(xt)
         self._xt, self._T = xt, T
+        self._grads_through_time = False  # dH holds this pass's dL/dh_t only once backward has run
         W, b = self._input_projection()
         np.matmul(xt.reshape(T * N, F), W, out=bufs.A.reshape(T * N, -1))  # the input projection, hoisted
         bufs.A += b
@@ -191,6 +193,7 @@ class Recurrent(Layer):
             dH[:-1] = 0.0
             dH[-1] = grad_out
         self._back_steps(bufs, T)
+        self._grads_through_time = True
         dx = self._parameter_grads(bufs, xt.reshape(T * N, F), T, N)
         return None if dx is None else dx.reshape(T, N, F).transpose(1, 0, 2)
 
@@ -207,9 +210,10 @@ class Recurrent(Layer):
 
     # -- what the monitor reads ----------------------------------------------------------------------
     def time_grad_norms(self) -> np.ndarray | None:
-        """||dL/dh_t|| over the batch for t = 1..T after the last backward pass (float64), None before one."""
+        """||dL/dh_t|| over the batch for t = 1..T of the last forward pass, once its backward pass has run
+        (float64); None otherwise (before any, or after a forward pass without backward, as in evaluation)."""
         bufs = self._buffers
-        if bufs is None or self._T == 0:
+        if bufs is None or not self._grads_through_time:
             return None
         dH = bufs.dH.reshape(self._T, -1)
         return np.sqrt(np.einsum("ti,ti->t", dH, dH, dtype=np.float64))
