@@ -103,9 +103,10 @@ def _execute(spec: Spec, *, track, tracking_uri, progress, spec_path, hooks, tra
         folder.mkdir(parents=True, exist_ok=True)
         run.trainer.register(Checkpoint(run, folder))
     if track:
-        from workbench.tracking import RunTracker
+        from workbench.tracking import make_tracker
 
-        tracker = RunTracker(spec, tracking_uri=tracking_uri, spec_path=spec_path, **options)
+        tracker = make_tracker(spec, tracking_uri=tracking_uri, spec_path=spec_path, resume=resume is not None,
+                               **options)
         tracker.checkpoint_dir = folder if checkpoint_dir is None else None  # a user's folder stays theirs
         if resume is not None:
             tracker.resume(run, resume[0])

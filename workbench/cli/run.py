@@ -2,6 +2,12 @@
 
 `workbench run --resume RUN_ID [--tracking-uri URI]` continues a stopped (KILLED or FAILED) tracked run
 from the checkpoint of its last finished epoch, in the same MLflow run.
+`--register NAME` registers the run's model (an MLflow Model) as a new version of NAME in the Model
+Registry, tagged with the run's verdict and test metrics, when the run finishes.
+
+A tracked run hands MLflow's side to a tracking agent (`workbench.tracking.agent`), a second process
+started here, before the data are loaded: it imports MLflow and opens the store while this process
+trains, and has everything in the store when the command returns.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override a spec key with a TOML value, e.g. --set optimizer.lr=0.01 (repeatable)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--register", metavar="NAME", default=None,
+                   help="register the run's model in the MLflow Model Registry as a new version of NAME "
+                        "(tagged with the verdict and test metrics) when the run finishes")
     p.add_argument("--json", action="store_true", help="print one JSON object with the outcome on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=handle)
@@ -34,19 +43,36 @@ def handle(args: argparse.Namespace) -> int:
     from workbench.errors import UserError
 
     progress = not args.quiet and is_interactive()
+    options = {}
+    if args.register is not None:
+        from workbench.tracking.registry import check_model_name
+
+        if args.no_track:
+            raise UserError("--register registers the model of a tracked run: it cannot be combined with --no-track")
+        options["register"] = check_model_name(args.register)
     if args.resume is not None:
         if args.spec is not None or args.overrides:
             raise UserError("--resume continues a run with the spec it was started with: give no SPEC and no --set")
         if args.no_track:
             raise UserError("--resume continues a tracked run: it cannot be combined with --no-track")
-        outcome = execute(resume_run_id=args.resume, tracking_uri=args.tracking_uri, progress=progress)
+        outcome = execute(resume_run_id=args.resume, tracking_uri=args.tracking_uri, progress=progress,
+                          tracker_options=options or None)
     else:
         if args.spec is None:
             raise UserError("give a SPEC to run, e.g. `workbench run experiments/digits_mlp.toml`, "
                             "or --resume RUN_ID to continue a tracked run")
         spec = load_spec(args.spec, args.overrides)
-        outcome = execute(spec, track=not args.no_track, tracking_uri=args.tracking_uri,
-                          progress=progress, spec_path=args.spec)
+        agent = None
+        if not args.no_track:
+            from workbench.tracking.agent import TrackingAgent
+
+            agent = options["agent"] = TrackingAgent.launch(args.tracking_uri)
+        try:
+            outcome = execute(spec, track=not args.no_track, tracking_uri=args.tracking_uri,
+                              progress=progress, spec_path=args.spec, tracker_options=options or None)
+        finally:
+            if agent is not None:
+                agent.discard()
     if args.json:
         print(json.dumps(outcome.to_json()))
     else:

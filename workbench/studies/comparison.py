@@ -57,7 +57,7 @@ from typing import Any
 
 from workbench.errors import UserError
 from workbench.studies.space import Categorical, check_space, label
-from workbench.studies.study import Settings, Study, check_metric_task
+from workbench.studies.study import Settings, Study, check_metric_task, name_objective
 
 CONFIRM_SEED_OFFSET = 1000  # confirmation seed j = base seed + 1000 + j; tuning seeds are base seed + k, k < 1000
 ROLE_CONFIRMATION = "confirmation"
@@ -270,23 +270,25 @@ class ComparisonPlan:
         self.arms = comparison.arms()
         self.arm_settings = {arm.label: arm_settings(settings, arm) for arm in self.arms}
 
-        def load(name: str, direction: str, pruner):
+        def load(name: str, direction: str, pruner, metric: str):
             if create:
-                return optuna.create_study(study_name=name, storage=storage, direction=direction, pruner=pruner,
-                                           load_if_exists=True)
+                created = optuna.create_study(study_name=name, storage=storage, direction=direction, pruner=pruner,
+                                              load_if_exists=True)
+                name_objective(created, metric)
+                return created
             return optuna.load_study(study_name=name, storage=storage, pruner=pruner)
 
         self.arm_studies = {}
         for arm in self.arms:
             arm_setting = self.arm_settings[arm.label]
             study = load(arm_study_name(settings.study_name, arm), comparison.direction,
-                         build_pruner(comparison, arm_setting))
+                         build_pruner(comparison, arm_setting), comparison.metric)
             if worker_index is not None:
                 study.sampler = build_sampler(comparison, arm_setting, worker_index,
                                               len(study.get_trials(deepcopy=False)))
             self.arm_studies[arm.label] = study
         self.confirm_study = load(confirmation_study_name(settings.study_name), comparison.score_direction,
-                                  optuna.pruners.NopPruner())
+                                  optuna.pruners.NopPruner(), comparison.score)
         self.confirm_study.sampler = optuna.samplers.RandomSampler(seed=0)  # no parameters: nothing to sample
 
     def studies(self) -> list:

@@ -148,6 +148,8 @@ def run_verdict(outcome, spec) -> str | None:
 
 def run_trial(trial, study, settings, parent_run_id: str | None, storage=None) -> TrialResult:
     """Train the trial's configuration over the seeds; never raises except KeyboardInterrupt."""
+    from workbench.tracking.describe import trial_run_name
+
     start = time.perf_counter()
     base = settings.base
     params = suggest(study.space, trial)
@@ -170,7 +172,7 @@ def run_trial(trial, study, settings, parent_run_id: str | None, storage=None) -
     if arm:
         tags[TAG_ARM] = arm
     tracker_options = dict(experiment_name=settings.study_name, parent_run_id=parent_run_id,
-                           run_name=f"{arm} trial {trial.number}" if arm else f"trial {trial.number}", tags=tags,
+                           run_name=trial_run_name(params, arm), tags=tags,  # the trial number is a tag
                            plots=study.trial_plots,
                            checkpoint=False)  # a lost trial is retried by Optuna, never resumed
 

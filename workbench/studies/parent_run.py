@@ -13,6 +13,7 @@ import time
 from workbench.studies.objective import TAG_ROLE, TAG_STUDY
 
 ROLE_STUDY = "study"
+NOTE_TAG = "mlflow.note.content"
 
 
 def ensure_parent_run(settings, study) -> tuple[str, bool]:
@@ -38,10 +39,12 @@ def _ensure_parent_run(settings, study) -> tuple[str, bool]:
     from mlflow.entities import Param
 
     from workbench.tracking import ensure_experiment, open_client
+    from workbench.tracking.describe import study_description
     from workbench.tracking.tracker import TAG_RUN_NAME
 
     client = open_client(settings.tracking_uri)
-    experiment_id = ensure_experiment(client, settings.study_name)
+    note = study_description(getattr(study, "origin", None), study.description or f"Optuna study {study.name}")
+    experiment_id = ensure_experiment(client, settings.study_name, description=note)
     found = find_parent_run(client, experiment_id, settings.study_name)
     if found is not None:
         if found.info.status != "RUNNING":
@@ -106,8 +109,20 @@ def _log_report(client, run_id: str, report, status: str, Metric) -> None:
         tags["workbench.best_trial"] = str(report.best.number)
         tags["workbench.best_run_id"] = str(report.best.user_attrs.get("mlflow_run_id"))
     tags.update(getattr(report, "extra_tags", None) or {})
+    tags[NOTE_TAG] = parent_note(client, run_id, report)  # the run page's description: the report's summary
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     client.log_artifacts(run_id, str(report.folder), "report")
     client.set_terminated(run_id, status)
 
+
+def parent_note(client, run_id: str, report) -> str:
+    """The parent run's description: the report's summary, the best trial linked (`workbench.tracking.describe`)."""
+    from workbench.tracking.describe import study_parent_note
+
+    experiment_id = None
+    try:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - offline: the best trial is named without a link
+        pass
+    return study_parent_note(report, experiment_id)

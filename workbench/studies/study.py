@@ -218,6 +218,7 @@ class Study:
 
         optuna_study = optuna.create_study(study_name=settings.study_name, storage=storage,
                                            direction=self.direction, load_if_exists=True)
+        name_objective(optuna_study, self.metric)
         check_resumable(optuna_study, self, settings)
         return SearchPlan(self, settings, storage, optuna_study=optuna_study)
 
@@ -289,6 +290,12 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
     print(report.markdown)
     print(how_to_open(settings, parent_run_id))
     return StudyResult(settings.study_name, parent_run_id, report, interrupted, settings)
+
+
+def name_objective(optuna_study, metric: str) -> None:
+    """The objective's name in Optuna's storage (optuna-dashboard shows val/accuracy, not Objective 0)."""
+    if optuna_study.metric_names != [metric]:
+        optuna_study.set_metric_names([metric])
 
 
 def check_resumable(optuna_study, study: Study, settings: Settings) -> None:

@@ -3,7 +3,8 @@
     spec.toml              the validated spec (overrides applied): `load_spec` reproduces the run
     stats/record.npz       the full-resolution statistics record (`workbench.monitor.load_record`)
     plots/*.png            the figures of `workbench.plots.save_run_plots`
-    model/weights.npz      weights and architecture (`Sequential.save`), with model/spec.toml
+    model/                 an MLflow Model (`workbench.tracking.pyfunc`): MLmodel, weights.npz (`Sequential.save`),
+                           spec.toml, the input example and environment files
     diagnosis.json         written by diagnosis (`RunTracker.set_verdict`)
     checkpoint/            the last epoch end's checkpoint.npz + record.npz (`workbench.checkpoint`)
 
@@ -121,12 +122,14 @@ def _draw_in_child(folder: Path, inputs: dict, names) -> None:
     _save_plots(folder, inputs, names)
 
 
-def log_model(client, run_id: str, model, spec) -> None:
-    """`model/weights.npz` (weights + architecture) and `model/spec.toml`: what `load_model` reads."""
+def log_model(client, run_id: str, model, spec, example=None) -> None:
+    """`model/` as an MLflow Model (python_function flavor, signature and input example from `example` rows)
+    holding `weights.npz` (weights + architecture) and `spec.toml`: what `load_model` reads too."""
+    from workbench.tracking.pyfunc import save_model
+
     with tempfile.TemporaryDirectory(prefix="workbench-model-") as tmp:
-        model.save(Path(tmp) / WEIGHTS_FILE)
-        (Path(tmp) / SPEC_FILE).write_text(spec.to_toml(), encoding="utf-8")
-        client.log_artifacts(run_id, tmp, MODEL_DIR)
+        save_model(Path(tmp) / MODEL_DIR, model, spec.to_toml(), example)
+        client.log_artifacts(run_id, str(Path(tmp) / MODEL_DIR), MODEL_DIR)
 
 
 def log_diagnosis(client, run_id: str, diagnosis: dict) -> None:

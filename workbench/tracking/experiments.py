@@ -7,6 +7,8 @@ import re
 from workbench.errors import UserError
 from workbench.tracking.uri import artifact_root, resolve_tracking_uri
 
+NOTE_TAG = "mlflow.note.content"  # an experiment's (or a run's) description in the MLflow UI
+
 
 def open_client(tracking_uri: str | None = None):
     """An `MlflowClient` on the resolved URI (no fluent, process-global state is touched)."""
@@ -20,11 +22,12 @@ def experiment_folder(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "experiment"
 
 
-def ensure_experiment(client, name: str) -> str:
+def ensure_experiment(client, name: str, description: str | None = None) -> str:
     """The id of experiment `name`, created when missing; safe when processes race to create it.
 
     On a local SQLite store a new experiment keeps its artifacts in `<db folder>/mlruns/<name>`
     (see `workbench.tracking.uri`); elsewhere the store's or server's default applies.
+    `description` becomes the experiment's note (its page's description) unless it has one already.
     """
     from mlflow.exceptions import MlflowException
 
@@ -32,8 +35,9 @@ def ensure_experiment(client, name: str) -> str:
     if experiment is None:
         root = artifact_root(client.tracking_uri)
         location = (root / experiment_folder(name)).as_uri() if root is not None else None
+        tags = {NOTE_TAG: description} if description else None
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags=tags)
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -45,4 +49,6 @@ def ensure_experiment(client, name: str) -> str:
             f"MLflow experiment '{name}' was deleted in {client.tracking_uri}: restore it "
             f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or set another name"
         )
+    if description and not (experiment.tags or {}).get(NOTE_TAG):
+        client.set_experiment_tag(experiment.experiment_id, NOTE_TAG, description)
     return experiment.experiment_id

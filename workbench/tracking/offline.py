@@ -99,12 +99,17 @@ class Spool:
     """One run's writes that the store did not take, in order, on local disk.
 
     The writing process holds an exclusive `flock` on `<spool>/lock` from its first write until
-    `release()`, so `upload` never reads a journal that is still growing.
+    `release()`, so `upload` never reads a journal that is still growing. A journal that a tracking
+    agent follows (`workbench.tracking.agent`) is written with `locking=False` (the agent holds the
+    lock: it is the one uploader) and `durable=False` (a write reaches the kernel, which keeps it
+    when the process is killed; only a machine crash would need the fsync).
     """
 
-    def __init__(self, root: Path, tracking_uri: str, run_id: str) -> None:
-        self.dir = Path(root) / run_id
+    def __init__(self, root: Path, tracking_uri: str, run_id: str | None, *, folder: str | None = None,
+                 locking: bool = True, durable: bool = True) -> None:
+        self.dir = Path(root) / (folder or run_id)
         self.tracking_uri, self.run_id = tracking_uri, run_id
+        self.locking, self.durable = locking, durable
         self.operations = 0
         self.metric_values = 0
         self._lock = threading.Lock()
@@ -127,24 +132,33 @@ class Spool:
             with (self.dir / JOURNAL).open("a", encoding="utf-8") as f:
                 f.write(json.dumps(op) + "\n")
                 f.flush()
-                os.fsync(f.fileno())
+                if self.durable:
+                    os.fsync(f.fileno())
             self.operations = number + 1
-            self.metric_values += len(op.get("metrics", ()))
+            self.metric_values += operation_values(op)
 
     def _open(self) -> None:
         """Lock the spool for this process and repair a journal whose last line a crash cut short."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.dir / LOCK, "a")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            self._lock_file.close()
-            self._lock_file = None
-            raise SpoolBusy(f"{self.dir} is in use by another process") from exc
+        if self.locking:
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                self._lock_file.close()
+                self._lock_file = None
+                raise SpoolBusy(f"{self.dir} is in use by another process") from exc
         meta = self.dir / META
         if not meta.exists():
-            meta.write_text(json.dumps({"tracking_uri": self.tracking_uri, "run_id": self.run_id}) + "\n")
+            write_meta(self.dir, {"tracking_uri": self.tracking_uri, "run_id": self.run_id})
         self.operations = _repair_journal(self.dir / JOURNAL)
+
+    def open(self) -> "Spool":
+        """Create the folder and its run.json now (before the first write)."""
+        with self._lock:
+            if self._lock_file is None:
+                self._open()
+        return self
 
     def release(self) -> None:
         """Let `upload` (another process, or this one) take the spool."""
@@ -152,6 +166,24 @@ class Spool:
             if self._lock_file is not None:
                 self._lock_file.close()
                 self._lock_file = None
+
+
+def operation_values(op: dict) -> int:
+    """How many metric values an operation carries."""
+    if op.get("op") == "metric_block":
+        return len(op.get("keys", ())) * len(op.get("steps", ()))
+    return len(op.get("metrics", ()))
+
+
+def read_meta(directory: Path) -> dict:
+    return json.loads((Path(directory) / META).read_text())
+
+
+def write_meta(directory: Path, meta: dict) -> None:
+    """run.json, replaced atomically (a reader never sees half of it)."""
+    tmp = Path(directory) / (META + ".tmp")
+    tmp.write_text(json.dumps(meta) + "\n")
+    tmp.replace(Path(directory) / META)
 
 
 def _repair_journal(journal: Path) -> int:
@@ -213,6 +245,13 @@ class ResilientClient:
         end_time = end_time if end_time is not None else int(time.time() * 1000)  # the real end, not the upload's
         self._write({"op": "set_terminated", "status": status, "end_time": end_time},
                     lambda: self.client.set_terminated(run_id, status=status, end_time=end_time))
+
+    def log_inputs(self, run_id: str, datasets=None, models=None) -> None:
+        facts = [{"name": d.dataset.name, "digest": d.dataset.digest, "source_type": d.dataset.source_type,
+                  "source": d.dataset.source, "schema": d.dataset.schema, "profile": d.dataset.profile}
+                 for d in datasets or ()]
+        self._write({"op": "log_inputs", "datasets": facts},
+                    lambda: self.client.log_inputs(run_id, datasets=datasets, models=models))
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
         self._write({"op": "log_artifacts", "artifact_path": artifact_path},
@@ -296,7 +335,7 @@ def _announce(message: str) -> None:
 # -- upload (workbench sync) --------------------------------------------------------------------------
 @dataclass
 class UploadReport:
-    run_id: str
+    run_id: str | None
     tracking_uri: str
     operations: int  # replayed now
     metric_values: int
@@ -316,7 +355,9 @@ def upload(directory: str | os.PathLike, tracking_uri: str | None = None) -> Upl
     """Replay the spool in `directory` against its store (or `tracking_uri`); the folder is removed when done.
 
     Progress is saved after each operation, so a failed upload (raised) goes on from there next time.
-    Raises `SpoolBusy` while the run is still writing it or another upload holds it.
+    A journal whose run was never created (its tracking agent died first) starts with `create_run`:
+    the run is created then, and run.json names it. Raises `SpoolBusy` while the run is still writing
+    it or another upload holds it.
     """
     from mlflow import MlflowClient
 
@@ -327,62 +368,52 @@ def upload(directory: str | os.PathLike, tracking_uri: str | None = None) -> Upl
         except OSError as exc:
             raise SpoolBusy(f"{directory} is still being written by its run, or uploaded by another "
                             "`workbench sync`: try again once that has ended") from exc
-        meta = json.loads((directory / META).read_text())
-        uri, run_id = tracking_uri or meta["tracking_uri"], meta["run_id"]
+        meta = read_meta(directory)
+        uri = tracking_uri or meta["tracking_uri"]
         bound_http_retries(uri)
-        client = MlflowClient(uri)
-        progress = directory / PROGRESS
-        done = int(progress.read_text()) if progress.exists() else 0
-        report = UploadReport(run_id, uri, 0, 0, None)
-        _repair_journal(directory / JOURNAL)
-        with (directory / JOURNAL).open(encoding="utf-8") as f:
-            lines = f.read().splitlines()
-        for number, line in enumerate(lines):
-            if number < done:
-                continue
-            try:
-                op = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{directory / JOURNAL} line {number + 1} is not a JSON operation: "
-                                 f"{exc}; the lines before it are uploaded") from exc
-            _replay(client, run_id, op, directory)
-            report.operations += 1
-            report.metric_values += len(op.get("metrics", ()))
-            if op["op"] == "set_terminated":
-                report.status = op.get("status")
-            tmp = progress.with_suffix(".tmp")
-            tmp.write_text(str(number + 1))
-            tmp.replace(progress)
+        report = replay_journal(directory, MlflowClient(uri), meta)
+        report.tracking_uri = uri
         shutil.rmtree(directory, ignore_errors=True)
     return report
 
 
-def _replay(client, run_id: str, op: dict, directory: Path) -> None:
-    from mlflow.entities import Metric, Param, RunTag
+def replay_journal(directory: Path, client, meta: dict, *, start: int | None = None,
+                   stop: int | None = None) -> UploadReport:
+    """Apply the journal's operations from the saved progress on (or `start`), saving progress after each."""
+    from workbench.tracking.replay import Replayer
 
-    kind = op["op"]
-    if kind == "log_batch":
-        metrics = [Metric(k, v, t, s) for k, v, t, s in op["metrics"]]
-        params = [Param(k, v) for k, v in op["params"]]
-        tags = [RunTag(k, v) for k, v in op["tags"]]
-        for i in range(0, max(len(metrics), 1), 1000):
-            client.log_batch(run_id, metrics=metrics[i : i + 1000], params=params if i == 0 else [],
-                             tags=tags if i == 0 else [], synchronous=True)
-    elif kind == "set_tag":
-        client.set_tag(run_id, op["key"], op["value"])
-    elif kind == "delete_tag":
-        from mlflow.exceptions import MlflowException
-
+    directory = Path(directory)
+    progress = directory / PROGRESS
+    done = start if start is not None else int(progress.read_text()) if progress.exists() else 0
+    replayer = Replayer(client, meta.get("run_id"), directory)
+    report = UploadReport(meta.get("run_id"), client.tracking_uri, 0, 0, None)
+    _repair_journal(directory / JOURNAL)
+    with (directory / JOURNAL).open(encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for number, line in enumerate(lines[:stop]):
+        if number < done:
+            continue
         try:
-            client.delete_tag(run_id, op["key"])
-        except MlflowException as exc:  # already absent: the aim is reached
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-    elif kind == "update_run":
-        client.update_run(run_id, status=op.get("status"), name=op.get("name"))
-    elif kind == "set_terminated":
-        client.set_terminated(run_id, status=op.get("status"), end_time=op.get("end_time"))
-    elif kind == "log_artifacts":
-        client.log_artifacts(run_id, str(directory / op["files"]), op.get("artifact_path"))
-    else:
-        raise ValueError(f"unknown operation {kind!r} in {directory / JOURNAL}")
+            op = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{directory / JOURNAL} line {number + 1} is not a JSON operation: "
+                             f"{exc}; the lines before it are uploaded") from exc
+        if replayer.run_id is None and op["op"] != "create_run":
+            raise ValueError(f"{directory / JOURNAL} names no run and does not start by creating one")
+        replayer.apply(op)
+        if replayer.run_id != meta.get("run_id"):  # the run was created just now
+            meta = {**meta, "run_id": replayer.run_id}
+            write_meta(directory, meta)
+            report.run_id = replayer.run_id
+        report.operations += 1
+        report.metric_values += operation_values(op)
+        if op["op"] == "set_terminated":
+            report.status = op.get("status")
+        save_progress(directory, number + 1)
+    return report
+
+
+def save_progress(directory: Path, done: int) -> None:
+    tmp = Path(directory) / (PROGRESS + ".tmp")
+    tmp.write_text(str(done))
+    tmp.replace(Path(directory) / PROGRESS)

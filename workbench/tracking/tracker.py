@@ -12,14 +12,20 @@ numbers, sent by a `MetricLogger` thread with `log_batch`:
 
 - per epoch, at step = global step: `epoch`, `train/loss`, `val/loss`, `val/accuracy` or `val/r2`;
 - at the end: `test/*`;
-- from the statistics record, rows whose step is a multiple of `monitor.log_every`:
+- from the statistics record, rows on the cadence of `monitor.log_every` (doubled for long
+  runs so that a series holds at most about 1,000 points: `workbench.tracking.metric_feed`):
   `<stat>/<layer>` for the `LAYER_METRICS`, `grad_norm/global` and `clip/fraction`
   (the running fraction of recorded steps where clipping fired).
   Non-finite values are logged as they are (MLflow stores NaN; it clamps +-inf to
   +-1.8e308). The full-resolution record is the `stats/` artifact.
 
+What the MLflow UI shows of the run: its name (the spec's name and a short id, or `run_name`),
+its description (`mlflow.note.content`: model, data, verdict and why, final metrics), the data
+set as a dataset input, the experiment's description (the spec file's leading comment).
+
 `finish` (any outcome: FINISHED, FAILED, KILLED) drains the metrics, uploads
-`stats/`, `model/`, `plots/` (skipped with `plots=False`) and `checkpoint/` (the last
+`stats/`, `model/` (an MLflow Model: `workbench.tracking.pyfunc`; registered as a new version of
+`register` when the run finished), `plots/` (skipped with `plots=False`) and `checkpoint/` (the last
 epoch end's `workbench.checkpoint`, skipped with `checkpoint=False`), runs
 `workbench.tracking.diagnosis.diagnose_tracked` unless a verdict was set already (tag
 `workbench.verdict`, diagnosis.json; `finish` returns the verdict), tags
@@ -44,20 +50,17 @@ import numpy as np
 from workbench.errors import UserError
 from workbench.spec.toml_writer import format_value
 from workbench.tracking import artifacts
-from workbench.tracking.experiments import ensure_experiment, open_client
-from workbench.tracking.metric_logger import MetricBlock, MetricLogger
+from workbench.tracking.describe import TAG_NOTE, experiment_description, run_description
+from workbench.tracking.experiments import open_client
+from workbench.tracking.metric_feed import CLIP_FRACTION, GLOBAL_METRICS, HIDDEN_ONLY, LAYER_METRICS, MetricFeed
+from workbench.tracking.metric_logger import MetricLogger
 from workbench.tracking.offline import ResilientClient, bound_http_retries
 from workbench.tracking.uri import resolve_tracking_uri
-from workbench.training import FAILED, KILLED, Hook
+from workbench.training import FAILED, FINISHED, KILLED, Hook
 from workbench.training.hooks import hook_priority
 
-# Per-layer statistics shown in the MLflow UI as `<stat>/<layer>` (the record holds more).
-LAYER_METRICS = ("grad_norm", "weight_norm", "update_ratio", "backprop_norm", "act_std", "dead_frac", "sat_frac")
-HIDDEN_ONLY = ("dead_frac", "sat_frac")  # undefined (NaN) for the output layer: not logged there
-GLOBAL_METRICS = {"grad_norm_global": "grad_norm/global"}
-CLIP_FRACTION = "clip/fraction"
+__all__ = ["CLIP_FRACTION", "GLOBAL_METRICS", "HIDDEN_ONLY", "LAYER_METRICS", "RunTracker", "spec_params"]
 PULL_INTERVAL_S = 2.0  # within an epoch, hand new record rows to the sender at most this often
-MAX_PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch call
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 TAG_VERSION, TAG_DATASET, TAG_MODEL = "workbench.version", "workbench.dataset", "workbench.model"
@@ -109,6 +112,7 @@ class RunTracker(Hook):
         tags: dict[str, Any] | None = None,
         plots: bool = True,
         checkpoint: bool = True,
+        register: str | None = None,
     ) -> None:
         self.spec = spec
         self.tracking_uri = tracking_uri
@@ -120,6 +124,9 @@ class RunTracker(Hook):
         self.plots = bool(plots)  # drawing a run's PNGs takes about a second: studies may skip it
         self.checkpoint = bool(checkpoint)  # upload the runner's checkpoint folder as `checkpoint/` at finish
         self.checkpoint_dir: Path | None = None  # set by the runner that registered the Checkpoint hook
+        self.register = register  # registered model name: a new version of it from `model/` when the run finishes
+        self.registered = None  # the ModelVersion registered by `finish`
+        self.diagnosis: dict | None = None  # diagnosis.json, for the run's description
         self.log_every = int(spec.monitor.log_every)
         self.client = None
         self.experiment_id: str | None = None
@@ -129,25 +136,24 @@ class RunTracker(Hook):
         self._run = None
         self._handles: list = []
         self._gradients = None  # a workbench.plots.GradientSnapshot, for the gradient histograms
-        self._cursor = -1  # last record step handed to the sender
-        self._clip_count = 0.0  # clipped steps among the rows handed over so far
-        self._clip_rows = 0
+        self.feed = MetricFeed(self.log_every)  # its cadence is bounded by the run's length in `_hook_in`
         self._next_pull = 0.0
         self._epochs_logged_until = -1  # resumed runs: the last step whose epoch metrics MLflow has
-        self._stats_logged_until = -1  # ... and whose statistics (rows up to it still count for clip/fraction)
         self._finished = False
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self, run) -> str:
-        """Create the MLflow run (params, tags, spec.toml), start the sender and hook into the trainer."""
-        from mlflow.entities import Param
+        """Create the MLflow run (name, params, tags, spec.toml, dataset, description), start the sender and hook in."""
+        from workbench.tracking.replay import create_run
 
         uri = resolve_tracking_uri(self.tracking_uri)
         bound_http_retries(uri)
+        operation = start_operation(self.spec, run, experiment_name=self.experiment_name, run_name=self.run_name,
+                                    tags=self._start_tags(run), spec_path=self.spec_path,
+                                    describe_experiment=self.parent_run_id is None)
         try:  # connecting: any failure here is a store the user named that does not work
             client = open_client(uri)
-            self.experiment_id = ensure_experiment(client, self.experiment_name)
-            created = client.create_run(self.experiment_id, tags=self._start_tags(run), run_name=self.run_name)
+            self.run_id, self.experiment_id = create_run(client, operation)
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - MLflow, SQLAlchemy and HTTP errors alike
@@ -155,13 +161,8 @@ class RunTracker(Hook):
             raise UserError(f"cannot log to MLflow at {uri}: {message} "
                             "(check --tracking-uri or MLFLOW_TRACKING_URI, or use --no-track)") from exc
         self.tracking_uri = uri
-        self.run_id = created.info.run_id
         self.client = ResilientClient(client, self.run_id)  # an outage from here on: retries, then a local spool
         with self._closed_if_setup_fails():
-            params = [Param(k, v) for k, v in spec_params(self.spec).items()]
-            for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
-                self.client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS_PER_BATCH], synchronous=True)
-            artifacts.log_spec(self.client, self.run_id, self.spec)
             self._hook_in(run)
         return self.run_id
 
@@ -187,15 +188,12 @@ class RunTracker(Hook):
                 self.client.delete_tag(run_id, TAG_STATUS_REASON)
             with contextlib.suppress(Exception):
                 self.client.delete_tag(run_id, TAG_VERDICT)
-            record = run.record
-            if record is not None and len(record):
-                self._cursor = int(record.steps[-1])
-                self._clip_fractions(record, slice(0, len(record)))  # the running clip fraction goes on
+            self._hook_in(run)
+            self.feed.skip_to(run.record)
             # The first attempt may have logged past its last checkpoint; the resumed run recomputes
             # those steps bit for bit, so what is logged already is not sent twice.
             self._epochs_logged_until = _last_step(client, run_id, "epoch")
-            self._stats_logged_until = _last_step(client, run_id, "grad_norm/global")
-            self._hook_in(run)
+            self.feed.logged_until = _last_step(client, run_id, "grad_norm/global")
         return run_id
 
     @contextlib.contextmanager
@@ -214,6 +212,7 @@ class RunTracker(Hook):
         """Start the sender and register this hook and the gradient snapshot (checkpoints are the runner's:
         `workbench.execute` registers them and hands the folder over as `checkpoint_dir`)."""
         self.metrics = MetricLogger(self.client, self.run_id)
+        self.feed = MetricFeed(self.log_every, planned_steps(run))
         self._run = run
         self._handles.append(run.trainer.register(self))
         self._gradients = _gradient_snapshot() if self.plots else None
@@ -262,7 +261,8 @@ class RunTracker(Hook):
             if run is not None:
                 if record is not None:
                     _attempt("the statistics record", artifacts.log_record, self.client, self.run_id, record)
-                _attempt("the model", artifacts.log_model, self.client, self.run_id, run.model, self.spec)
+                _attempt("the model", artifacts.log_model, self.client, self.run_id, run.model, self.spec,
+                         example_rows(run))
             if record is not None and self.verdict is None:
                 _attempt("the diagnosis", self._diagnose, record)
             if self.checkpoint and self.checkpoint_dir is not None:
@@ -272,9 +272,23 @@ class RunTracker(Hook):
         finally:  # saving abandoned (a second interrupt): no child left drawing, no folder left behind
             for job in jobs:
                 job.close()
+        metrics = dict(result.metrics) if result is not None else {}
+        note = final_note(self.spec, run, status, reason, self.diagnosis, metrics)
+        _attempt("the description", self.client.set_tag, self.run_id, TAG_NOTE, note)
+        if self.register and run is not None:
+            _attempt(f"the model version of '{self.register}'", self._register, status, metrics, note)
         _attempt(f"the status {status}", self.client.set_terminated, self.run_id, status)
         if self.client.offline:  # the store may be back by now: then nothing is left for `workbench sync`
             _attempt("what was kept offline (run `workbench sync`)", self._upload_offline)
+
+    def _register(self, status: str, metrics: dict, note: str) -> None:
+        from workbench.tracking.registry import register_model, registry_tags
+
+        if status != FINISHED:
+            _warn(f"the model was not registered as '{self.register}': the run ended {status}")
+            return
+        self.registered = register_model(self.client, self.run_id, self.register,
+                                         registry_tags(self.verdict, metrics, status), note)
 
     def _upload_offline(self) -> None:
         uploaded = self.client.try_upload()
@@ -305,25 +319,16 @@ class RunTracker(Hook):
     def set_verdict(self, verdict: str, diagnosis: dict | None = None) -> None:
         """Tag the run's `workbench.verdict` (and log `diagnosis.json`); `finish` returns the verdict."""
         self.verdict = verdict
+        if diagnosis is not None:
+            self.diagnosis = diagnosis
         if self.run_id is not None:
             self.client.set_tag(self.run_id, TAG_VERDICT, verdict)
             if diagnosis is not None:
                 artifacts.log_diagnosis(self.client, self.run_id, diagnosis)
 
     def _start_tags(self, run) -> dict[str, str]:
-        tags = {TAG_VERSION: workbench_version()}
-        with contextlib.suppress(Exception):
-            tags[TAG_DATASET] = _short(run.data.summary())
-        with contextlib.suppress(Exception):
-            tags[TAG_MODEL] = _short(run.model.summary())
-        if self.spec_path:
-            tags[TAG_SPEC_PATH] = str(self.spec_path)
-        if self.run_name:
-            tags[TAG_RUN_NAME] = self.run_name
-        if self.parent_run_id:
-            tags[TAG_PARENT] = self.parent_run_id
-        tags.update({str(k): str(v) for k, v in self.extra_tags.items()})
-        return tags
+        return start_tags(run, spec_path=self.spec_path, run_name=self.run_name, parent_run_id=self.parent_run_id,
+                          extra=self.extra_tags)
 
     # -- hook points -------------------------------------------------------------------
     def on_after_update(self, trainer) -> None:
@@ -340,61 +345,82 @@ class RunTracker(Hook):
 
     # -- statistics record -> metrics -------------------------------------------------------
     def _pull(self, record, complete: bool) -> None:
-        """Hand the record's new rows on the log cadence to the sender (all but the newest
-        row unless `complete`: within a step the newest row may still be filling)."""
+        """Hand the record's new rows on the log cadence to the sender (`MetricFeed.pull`)."""
         self._next_pull = time.monotonic() + PULL_INTERVAL_S
-        if record is None or self.metrics is None or not len(record):
+        if self.metrics is None:
             return
-        rows = record.rows_after(self._cursor)
-        stop = rows.stop if complete else rows.stop - 1
-        if stop <= rows.start:
-            return
-        rows = slice(rows.start, stop)
-        steps = record.steps[rows]
-        keep = (steps % self.log_every == 0) & (steps > self._stats_logged_until)
-        clip = self._clip_fractions(record, rows)
-        if keep.any():
-            keys, columns = self._columns(record, rows, keep)
-            if clip is not None:
-                keys.append(CLIP_FRACTION)
-                columns.append(clip[keep, None])
-            if keys:
-                values = np.concatenate(columns, axis=1, dtype=np.float64)
-                self.metrics.put(MetricBlock(tuple(keys), values, steps[keep].copy(), int(time.time() * 1000)))
-        self._cursor = int(steps[-1])
+        block = self.feed.pull(record, complete)
+        if block is not None:
+            self.metrics.put(block)
 
-    def _columns(self, record, rows: slice, keep: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
-        keys: list[str] = []
-        columns: list[np.ndarray] = []
-        available = set(record.layer_stats())
-        output_layer = record.layers[-1] if record.layers else None
-        for stat in LAYER_METRICS:
-            if stat not in available:
-                continue
-            block = record.layer(stat)[rows][keep]
-            for j, layer in enumerate(record.layers):
-                if stat in HIDDEN_ONLY and layer == output_layer:
-                    continue
-                keys.append(f"{stat}/{layer}")
-                columns.append(block[:, j : j + 1])
-        available = set(record.global_stats())
-        for stat, key in GLOBAL_METRICS.items():
-            if stat in available:
-                keys.append(key)
-                columns.append(record.global_(stat)[rows][keep, None])
-        return keys, columns
 
-    def _clip_fractions(self, record, rows: slice) -> np.ndarray | None:
-        """The running fraction of clipped steps at each row of `rows` (NaN rows do not count)."""
-        if "clipped" not in record.global_stats():
-            return None
-        clipped = record.global_("clipped")[rows].astype(np.float64)
-        counted = np.isfinite(clipped)
-        count = self._clip_count + np.cumsum(np.where(counted, clipped, 0.0))
-        total = self._clip_rows + np.cumsum(counted)
-        self._clip_count, self._clip_rows = float(count[-1]), int(total[-1])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return count / total
+def start_tags(run, *, spec_path=None, run_name=None, parent_run_id=None, extra=None) -> dict[str, str]:
+    """The tags a run is created with: version, data and model summaries, spec path, name, parent, extras."""
+    tags = {TAG_VERSION: workbench_version()}
+    with contextlib.suppress(Exception):
+        tags[TAG_DATASET] = _short(run.data.summary())
+    with contextlib.suppress(Exception):
+        tags[TAG_MODEL] = _short(run.model.summary())
+    if spec_path:
+        tags[TAG_SPEC_PATH] = str(spec_path)
+    if run_name:
+        tags[TAG_RUN_NAME] = run_name
+    if parent_run_id:
+        tags[TAG_PARENT] = parent_run_id
+    tags.update({str(k): str(v) for k, v in (extra or {}).items()})
+    return tags
+
+
+def planned_steps(run) -> int | None:
+    """The steps the run would take without stopping early (what bounds its metric cadence)."""
+    trainer = getattr(run, "trainer", None)
+    try:
+        return int(trainer.epochs) * int(trainer.steps_per_epoch)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def example_rows(run, rows: int = 5):
+    """A few test (else validation, else training) inputs as the model takes them: the MLflow Model's input example."""
+    data = getattr(run, "data", None)
+    for name in ("X_test", "X_val", "X_train"):
+        X = getattr(data, name, None)
+        if X is not None and len(X):
+            return np.ascontiguousarray(X[:rows])
+    return None
+
+
+def start_operation(spec, run, *, experiment_name: str | None, run_name: str | None, tags: dict,
+                    spec_path: str | None, describe_experiment: bool = True) -> dict:
+    """Everything that creates the run, as one plain `create_run` operation (see `workbench.tracking.replay`)."""
+    from workbench.tracking.datasets import dataset_facts
+
+    data = getattr(run, "data", None)
+    model_summary, data_summary = tags.get(TAG_MODEL), tags.get(TAG_DATASET)
+    operation = {
+        "op": "create_run", "experiment": experiment_name or spec.name, "spec_name": spec.name,
+        "run_name": run_name, "tags": {str(k): str(v) for k, v in tags.items() if k != TAG_RUN_NAME},
+        "params": spec_params(spec), "spec_toml": spec.to_toml(),
+        "note": run_description(spec_name=spec.name, model=model_summary, dataset=data_summary, status="RUNNING"),
+    }
+    if describe_experiment:
+        fallback = f"workbench runs of {spec.name}" + (f": {model_summary}" if model_summary else "")
+        operation["experiment_note"] = experiment_description(spec_path, fallback)
+    if data is not None:
+        with contextlib.suppress(Exception):  # a data object without splits (a test double) has no dataset input
+            operation["datasets"] = [dataset_facts(data, source=spec.data.source, path=spec.data.path)]
+    return operation
+
+
+def final_note(spec, run, status: str, reason: str | None, diagnosis: dict | None, metrics: dict) -> str:
+    """The run's description once it has ended: model, data, status, verdict and why, final metrics."""
+    model = data = None
+    with contextlib.suppress(Exception):
+        model = run.model.summary()
+    with contextlib.suppress(Exception):
+        data = run.data.summary()
+    return run_description(spec_name=spec.name, model=model, dataset=data, status=status, reason=reason,
+                           diagnosis=diagnosis, metrics=metrics)
 
 
 def _last_step(client, run_id: str, key: str) -> int:

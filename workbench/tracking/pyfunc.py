@@ -1,0 +1,114 @@
+"""The trained model as an MLflow Model (python_function flavor): load, register and serve it with MLflow's tools.
+
+    mlflow.pyfunc.load_model("runs:/RUN_ID/model").predict(X)            # == workbench.load_model(RUN_ID).predict(X)
+    mlflow.pyfunc.load_model("models:/NAME/1").predict(X, params={"output": "label"})
+    mlflow models serve -m models:/NAME/1 --env-manager local              # POST /invocations
+
+The `model/` artifact of a run is one folder that both readers understand:
+
+    model/MLmodel              the MLflow Model: python_function flavor, signature, input example
+    model/weights.npz          weights and layer list (`Sequential.save`, read with allow_pickle=False)
+    model/spec.toml            the run's spec
+    model/requirements.txt ... MLflow's environment files (numpy, mlflow)
+
+The flavor names a loader module (this one: `_load_pyfunc`), not a pickled object: nothing of
+workbench is pickled, and the model loads wherever `workbench` is importable (the environment the
+run was made in, or any with `pip install` of this repository). That is also why serving takes
+`--env-manager local`: MLflow cannot install workbench from a registry.
+
+`predict(X, params={"output": ...})`: "raw" (default) the network's outputs, exactly what
+`workbench.load_model(run_id).predict(X)` returns (logits of a classifier, values of a regressor);
+for classifiers "label" (the class index 0..K-1, the index into the `classes` metadata of MLmodel)
+and "probability" (softmax, or sigmoid for binary cross-entropy). X is a numpy array or a pandas
+DataFrame of features scaled as the run's training data were (`data.standardize`), flat rows or, for
+an image model, (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MODEL_DIR, WEIGHTS_FILE, SPEC_FILE = "model", "weights.npz", "spec.toml"
+OUTPUTS = ("raw", "label", "probability")
+EXAMPLE_ROWS = 5
+
+
+class WorkbenchPyfunc:
+    """What `mlflow.pyfunc.load_model` wraps: a workbench `Sequential` and the loss that reads its outputs."""
+
+    def __init__(self, model) -> None:
+        from workbench.nn.losses import LOSSES
+
+        self.model = model
+        meta = dict(model.meta or {})
+        self.task = meta.get("task", "regression")
+        loss = LOSSES.get(meta.get("loss", ""))
+        self.loss = loss() if loss is not None else None
+        self.classes = list(meta.get("classes") or [])
+
+    def predict(self, data, params: dict | None = None):
+        output = (params or {}).get("output", "raw")
+        if output not in OUTPUTS:
+            raise ValueError(f"params output = {output!r}: use one of {', '.join(OUTPUTS)}")
+        X = as_array(data, self.model.dtype)
+        raw = self.model.predict(X)
+        if output == "raw":
+            return raw
+        if self.task != "classification" or self.loss is None:
+            raise ValueError(f"params output = {output!r} needs a classifier; this model is a {self.task} model: "
+                             "use output = 'raw'")
+        if output == "label":
+            return np.asarray(self.loss.predict(raw), dtype=np.int64)
+        return self.loss.probabilities(raw)
+
+
+def as_array(data, dtype) -> np.ndarray:
+    """A pandas DataFrame (one column per feature), a list or an array as a float array of the model's dtype."""
+    if hasattr(data, "to_numpy"):
+        data = data.to_numpy()
+    return np.asarray(data, dtype=dtype)
+
+
+def _load_pyfunc(path: str) -> WorkbenchPyfunc:
+    """MLflow's entry point (the flavor's `loader_module`): `path` is the model folder (the flavor names no data)."""
+    from workbench.nn.model import Sequential
+
+    return WorkbenchPyfunc(Sequential.load(Path(path) / WEIGHTS_FILE))
+
+
+def save_model(folder: str | Path, model, spec_toml: str, example: np.ndarray | None) -> Path:
+    """Write the `model/` folder: MLmodel (signature inferred from `example` rows and the outputs), weights, spec."""
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from workbench import __version__
+
+    folder = Path(folder)
+    signature = input_example = None
+    if example is not None and len(example):
+        input_example = np.ascontiguousarray(example[:EXAMPLE_ROWS])
+        signature = infer_signature(input_example, model.predict(input_example), params={"output": "raw"})
+    meta = dict(model.meta or {})
+    metadata = {"workbench_version": __version__, "task": meta.get("task"), "loss": meta.get("loss")}
+    if meta.get("classes"):
+        metadata["classes"] = [str(c) for c in meta["classes"]]
+    mlflow.pyfunc.save_model(str(folder), loader_module=__name__, signature=signature, input_example=input_example,
+                             pip_requirements=requirements(), metadata=metadata)
+    model.save(folder / WEIGHTS_FILE)
+    (folder / SPEC_FILE).write_text(spec_toml, encoding="utf-8")
+    return folder
+
+
+def requirements() -> list[str]:
+    """numpy and mlflow at the versions of this environment (workbench itself is not on a package index)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in ("mlflow", "numpy"):
+        try:
+            found.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            found.append(name)
+    return found

@@ -1,0 +1,205 @@
+"""The operations of a run's journal, applied to an MLflow store: by the tracking agent while the run trains,
+by `workbench sync` after an outage, by the in-process tracker as it goes.
+
+A journal line is one JSON operation; `files` names the folder (inside the journal's) holding its files.
+
+    create_run      experiment (+ note), tags, run name (else "<spec name> <short id>"), params, spec.toml,
+                    the dataset input and the first description
+    log_batch       metrics as [key, value, timestamp, step], params, tags
+    metric_block    keys, steps, values (rows x keys), timestamp: the compact form of per-step statistics
+    set_tag, delete_tag, update_run, set_terminated, log_artifacts (files -> artifact_path)
+    log_inputs      datasets (`workbench.tracking.datasets.dataset_facts`)
+    log_model       weights.npz, spec.toml, example.npy -> the MLflow Model `model/` (`workbench.tracking.pyfunc`)
+    log_plots       history.json, gradients.npz + the record in folder `record_op` -> `plots/*.png`
+    register_model  name, tags -> a new version of a registered model from `model/`
+
+Replaying an operation twice does no harm (MLflow drops duplicate metric rows; tags and artifacts are
+overwritten with the same content), so a replay cut short may go on from the last operation it knows done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from pathlib import Path
+
+MAX_BATCH_METRICS, MAX_BATCH_PARAMS = 1000, 100  # MLflow's limits on one log_batch call
+RUN_NAME_TAG, NOTE_TAG = "mlflow.runName", "mlflow.note.content"
+RECORD_FILE = "record.npz"
+
+
+class Replayer:
+    """Applies journal operations to run `run_id` through `client` (an `MlflowClient`, or a `ResilientClient`)."""
+
+    def __init__(self, client, run_id: str | None, directory: Path | None) -> None:
+        self.client, self.run_id, self.directory = client, run_id, Path(directory) if directory else None
+        self.registered = None  # the ModelVersion of the last `register_model`
+
+    def files(self, op: dict) -> Path:
+        return self.directory / op["files"]
+
+    def apply(self, op: dict) -> None:
+        kind = op["op"]
+        handler = getattr(self, f"_{kind}", None)
+        if handler is None:
+            raise ValueError(f"unknown operation {kind!r} in {self.directory}")
+        handler(op)
+
+    # -- the run ---------------------------------------------------------------------------------
+    def _create_run(self, op: dict) -> None:
+        self.run_id, _ = create_run(self.client, op)
+
+    def _log_batch(self, op: dict) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        metrics = [Metric(k, v, t, s) for k, v, t, s in op.get("metrics", ())]
+        params = [Param(k, v) for k, v in op.get("params", ())]
+        tags = [RunTag(k, v) for k, v in op.get("tags", ())]
+        log_batch(self.client, self.run_id, metrics, params, tags)
+
+    def _metric_block(self, op: dict) -> None:
+        from mlflow.entities import Metric
+
+        keys, t = op["keys"], int(op["timestamp"])
+        metrics = [Metric(key, value, t, step) for step, row in zip(op["steps"], op["values"])
+                   for key, value in zip(keys, row)]
+        log_batch(self.client, self.run_id, metrics, [], [])
+
+    def _set_tag(self, op: dict) -> None:
+        self.client.set_tag(self.run_id, op["key"], op["value"])
+
+    def _delete_tag(self, op: dict) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.delete_tag(self.run_id, op["key"])
+        except MlflowException as exc:  # already absent: the aim is reached
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+    def _update_run(self, op: dict) -> None:
+        self.client.update_run(self.run_id, status=op.get("status"), name=op.get("name"))
+
+    def _set_terminated(self, op: dict) -> None:
+        self.client.set_terminated(self.run_id, status=op.get("status"), end_time=op.get("end_time"))
+
+    def _log_artifacts(self, op: dict) -> None:
+        self.client.log_artifacts(self.run_id, str(self.files(op)), op.get("artifact_path"))
+
+    def _log_inputs(self, op: dict) -> None:
+        from workbench.tracking.datasets import dataset_input
+
+        self.client.log_inputs(self.run_id, datasets=[dataset_input(facts) for facts in op["datasets"]])
+
+    # -- what is made from files ---------------------------------------------------------------------
+    def _log_model(self, op: dict) -> None:
+        log_model_files(self.client, self.run_id, self.files(op))
+
+    def _log_plots(self, op: dict) -> None:
+        with tempfile.TemporaryDirectory(prefix="workbench-plots-") as tmp:
+            if draw_plots(Path(tmp), self.files(op), self.directory / op["record_op"]):
+                self.client.log_artifacts(self.run_id, tmp, "plots")
+
+    def _register_model(self, op: dict) -> None:
+        from workbench.tracking.registry import register_model
+
+        self.registered = register_model(self.client, self.run_id, op["name"], op.get("tags") or {},
+                                         op.get("description"))
+
+
+def log_batch(client, run_id: str, metrics: list, params: list, tags: list) -> None:
+    """One or more `log_batch` calls within MLflow's limits (params and tags go with the first)."""
+    first = True
+    for i in range(0, max(len(metrics), 1), MAX_BATCH_METRICS):
+        chunk = metrics[i : i + MAX_BATCH_METRICS]
+        head_params, params = params[:MAX_BATCH_PARAMS], params[MAX_BATCH_PARAMS:]
+        if chunk or head_params or (first and tags):
+            client.log_batch(run_id, metrics=chunk, params=head_params, tags=tags if first else [],
+                             synchronous=True)
+        first = False
+    while params:
+        head_params, params = params[:MAX_BATCH_PARAMS], params[MAX_BATCH_PARAMS:]
+        client.log_batch(run_id, params=head_params, synchronous=True)
+
+
+def create_run(client, op: dict) -> tuple[str, str]:
+    """The experiment (created with its note when missing), the run, its name, params, tags, spec.toml,
+    dataset and first description; returns (run id, experiment id). A run whose setup fails after it
+    exists is closed FAILED before the error goes on."""
+    from mlflow.entities import Param, RunTag
+
+    from workbench.tracking.describe import single_run_name
+    from workbench.tracking.experiments import ensure_experiment
+
+    experiment_id = ensure_experiment(client, op["experiment"], description=op.get("experiment_note"))
+    tags = dict(op.get("tags") or {})
+    run = client.create_run(experiment_id, tags=tags, run_name=op.get("run_name"))
+    run_id = run.info.run_id
+    try:
+        extra_tags = []
+        if not op.get("run_name"):
+            name = single_run_name(op.get("spec_name") or op["experiment"], run_id)
+            extra_tags.append(RunTag(RUN_NAME_TAG, name))
+        if op.get("note"):
+            extra_tags.append(RunTag(NOTE_TAG, op["note"]))
+        params = [Param(k, v) for k, v in (op.get("params") or {}).items()]
+        log_batch(client, run_id, [], params, extra_tags)
+        if op.get("spec_toml") is not None:
+            client.log_text(run_id, op["spec_toml"], "spec.toml")
+        if op.get("datasets"):
+            from workbench.tracking.datasets import dataset_input
+
+            client.log_inputs(run_id, datasets=[dataset_input(facts) for facts in op["datasets"]])
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            client.set_tag(run_id, "workbench.status_reason", f"tracking setup: {type(exc).__name__}: {exc}"[:5000])
+            client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    return run_id, experiment_id
+
+
+def log_model_files(client, run_id: str, folder: Path) -> None:
+    """`model/` as an MLflow Model, from the weights, spec and example rows a journal operation holds."""
+    import numpy as np
+
+    from workbench.nn.model import Sequential
+    from workbench.tracking.pyfunc import SPEC_FILE, WEIGHTS_FILE, save_model
+
+    folder = Path(folder)
+    model = Sequential.load(folder / WEIGHTS_FILE)
+    example_path = folder / "example.npy"
+    example = np.load(example_path, allow_pickle=False) if example_path.exists() else None
+    spec_path = folder / SPEC_FILE
+    spec_toml = spec_path.read_text(encoding="utf-8") if spec_path.exists() else ""
+    with tempfile.TemporaryDirectory(prefix="workbench-model-") as tmp:
+        save_model(Path(tmp) / "model", model, spec_toml, example)
+        client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
+
+
+def draw_plots(out: Path, inputs: Path, record_folder: Path, names=None) -> list[Path]:
+    """The run's figures (`workbench.plots.save_run_plots`) from a journal operation's files."""
+    try:
+        from workbench.plots import save_run_plots
+    except ImportError:
+        return []
+    record, history, gradients = plot_inputs(inputs, record_folder)
+    return save_run_plots(out, record=record, history=history, gradients=gradients, names=names)
+
+
+def plot_inputs(inputs: Path, record_folder: Path):
+    """(record, history, gradients) as `log_plots` stores them."""
+    import numpy as np
+
+    from workbench.monitor.record import load_record
+
+    record_path = Path(record_folder) / RECORD_FILE
+    record = load_record(record_path) if record_path.exists() else None
+    history_path = Path(inputs) / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else {}
+    gradients_path = Path(inputs) / "gradients.npz"
+    gradients = {}
+    if gradients_path.exists():
+        with np.load(gradients_path, allow_pickle=False) as data:
+            gradients = {key: data[key] for key in data.files}
+    return record, history, gradients
