@@ -122,4 +122,10 @@ def _registry() -> list[Rule]:
             LearningRateTooHigh(), VanishingGradients(), VanishingThroughTime(), SaturatedUnits(), LearningRateTooLow()]
 
 
-RULES: list[Rule] = _registry()
+def __getattr__(name: str):
+    """`RULES`, built on first use: the rule modules import this one, so any of them may be imported first."""
+    if name == "RULES":
+        rules = _registry()
+        globals()["RULES"] = rules
+        return rules
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
