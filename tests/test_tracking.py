@@ -344,7 +344,7 @@ def test_resolve_tracking_uri(tmp_path, monkeypatch):
 
 
 PLOT_NAMES = ("loss.png", "gradient_flow.png", "grad_norms.png", "update_ratios.png", "activation_std.png",
-              "grad_histograms.png")
+              "grad_histograms.png", "gradient_flow.gif")
 
 
 @pytest.mark.parametrize("child", ["draws", "crashes", "no-fork"])

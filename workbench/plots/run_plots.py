@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from workbench.plots.animation import gradient_flow_animation
 from workbench.plots.distributions import activation_std_by_depth, gradient_histograms
 from workbench.plots.gradient_flow import grad_norms_over_time, gradient_flow_heatmap, update_ratios
 from workbench.plots.record_view import layer_stat
@@ -23,6 +24,8 @@ PLOT_FILES: dict[str, tuple[str, Callable[..., Figure]]] = {
     "update_ratios.png": ("update_ratio", lambda record, history, gradients: update_ratios(record)),
     "activation_std.png": ("act_std", lambda record, history, gradients: activation_std_by_depth(record)),
     "grad_histograms.png": ("gradients", lambda record, history, gradients: gradient_histograms(gradients)),
+    # a GIF (workbench.plots.animation): its savefig writes the animation, frame by frame over training
+    "gradient_flow.gif": ("grad_norm", lambda record, history, gradients: gradient_flow_animation(record)),
 }
 
 
