@@ -26,6 +26,8 @@ an image model, (N, C, H, W).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +96,26 @@ def save_model(folder: str | Path, model, spec_toml: str, example: np.ndarray | 
     metadata = {"workbench_version": __version__, "task": meta.get("task"), "loss": meta.get("loss")}
     if meta.get("classes"):
         metadata["classes"] = [str(c) for c in meta["classes"]]
-    mlflow.pyfunc.save_model(str(folder), loader_module=__name__, signature=signature, input_example=input_example,
-                             pip_requirements=requirements(), metadata=metadata)
+    with quiet("mlflow.pyfunc", "mlflow.models"):  # "Validating input example against model signature"
+        mlflow.pyfunc.save_model(str(folder), loader_module=__name__, signature=signature,
+                                 input_example=input_example, pip_requirements=requirements(), metadata=metadata)
     model.save(folder / WEIGHTS_FILE)
     (folder / SPEC_FILE).write_text(spec_toml, encoding="utf-8")
     return folder
+
+
+@contextlib.contextmanager
+def quiet(*names: str):
+    """MLflow's INFO lines of these loggers held back (warnings still show)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def requirements() -> list[str]:
