@@ -294,8 +294,14 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
 
 def name_objective(optuna_study, metric: str) -> None:
     """The objective's name in Optuna's storage (optuna-dashboard shows val/accuracy, not Objective 0)."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
     if optuna_study.metric_names != [metric]:
-        optuna_study.set_metric_names([metric])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # stable in use since Optuna 3.2
+            optuna_study.set_metric_names([metric])
 
 
 def check_resumable(optuna_study, study: Study, settings: Settings) -> None:
