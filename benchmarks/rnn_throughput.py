@@ -183,6 +183,23 @@ def profile(run: Ours, steps: int) -> dict:
         for _ in range(STEPS - 1):
             np.matmul(gates, U.T, out=unit)
     step_gemm = time.perf_counter() - start
+    # what the monitor adds on a recorded step for this layer (statistics through time)
+    from workbench.monitor.record import StatsRecord
+    from workbench.monitor.statistics import GATE_STEPS, SATURATION, SpectralNorm, horizon
+
+    record, spectral = StatsRecord([lstm.name]), SpectralNorm()
+    record.add_time_series("time_grad_norm", lstm.name, STEPS)
+    run.step(run.X[:BATCH], run.y[:BATCH])
+    spectral(lstm.recurrent_matrix)  # the first call is the exact SVD; later ones the power iteration
+    start = time.perf_counter()
+    for k in range(steps):
+        row = record.start_row(k, 0)
+        norms = lstm.time_grad_norms()
+        horizon(norms, 0)
+        spectral(lstm.recurrent_matrix)
+        lstm.gate_saturation(SATURATION, GATE_STEPS)
+        record.set_time_row("time_grad_norm", lstm.name, row, norms)
+    recurrent_stats = (time.perf_counter() - start) / steps
     total = timings["step total"]
     loops = timings["forward loop"] + timings["backward loop"]
     call = numpy_call_cost()
@@ -200,6 +217,8 @@ def profile(run: Ours, steps: int) -> dict:
         "numpy_calls_per_time_step": {"forward": calls_forward, "backward": calls_backward},
         "fixed_cost_per_numpy_call_us": call * 1e6,
         "fixed_cost_share": counted["calls"] * call / total,
+        "recurrent_statistics_seconds": recurrent_stats,
+        "recurrent_statistics_share": recurrent_stats * steps / total,
     }
 
 
@@ -262,6 +281,8 @@ def main(argv=None) -> int:
     calls = prof["numpy_calls_per_time_step"]
     print(f"\nnumpy calls per time step: {calls['forward']} forward, {calls['backward']} backward; fixed cost "
           f"{prof['fixed_cost_per_numpy_call_us']:.2f} us per call, {100 * prof['fixed_cost_share']:.0f}% of the step")
+    print(f"the monitor's statistics through time on a recorded step: {1e3 * prof['recurrent_statistics_seconds']:.2f} ms "
+          f"({100 * prof['recurrent_statistics_share']:.1f}% of a step)")
     bad = dtype_violations(ours)
     path = save_results("rnn_throughput", result)
     print(f"\nsaved {path}")

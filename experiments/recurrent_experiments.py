@@ -43,6 +43,7 @@ RESULTS = REPO / "benchmarks" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+RECORDS = RESULTS / "recurrent_records"  # each arm's statistics record, to diagnose again without training
 MAX_POINTS = 1500  # per series kept in the results
 MAX_ROWS = 300  # of a heat map
 
@@ -84,12 +85,13 @@ def thin(values: np.ndarray, limit: int = MAX_POINTS) -> list:
     return np.round(values[::step], 6).tolist()
 
 
+def record_path(job: dict) -> Path:
+    arm = job["arm"].replace(" ", "-")
+    return RECORDS / f"{job['experiment']}-{arm}-T{job['T']}-seed{job['seed']}.npz"
+
+
 def run_arm(job: dict) -> dict:
-    """Train one arm, diagnose it, and keep what the tables and figures need (plain lists)."""
-    from workbench.data.sequences import baseline
-    from workbench.diagnose import diagnose_record
-    from workbench.diagnose.figure import time_ratio_grid
-    from workbench.diagnose.time_rules import episodes
+    """Train one arm, save its record, diagnose it, and keep what the tables and figures need (plain lists)."""
     from workbench.runner import build_run
     from workbench.spec import load_spec
 
@@ -98,13 +100,26 @@ def run_arm(job: dict) -> dict:
     run = build_run(spec)
     result = run.trainer.fit()
     seconds = time.perf_counter() - start
-    record = run.record
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    run.record.save(record_path(job))
+    trained = {"seconds": seconds, "status": result.status, "epochs": result.epochs_run, "updates": result.steps,
+               "metrics": result.metrics, "history": result.history, "task": run.data.task,
+               "steps_per_sequence": int(run.data.input_shape[0])}
+    return summarize(job, spec, run.record, trained)
+
+
+def summarize(job: dict, spec, record, trained: dict) -> dict:
+    """The diagnosis of an arm's record and what the tables and figures read (also for --rediagnose)."""
+    from workbench.data.sequences import baseline
+    from workbench.diagnose import diagnose_record
+    from workbench.diagnose.figure import time_ratio_grid
+    from workbench.diagnose.time_rules import episodes
+
     diagnosis = diagnose_record(record, spec=spec)
     layer = next(name for name in record.layers if name != record.layers[-1])
-    steps_in_data = int(run.data.input_shape[0])
     base = baseline(spec.data.source, spec.data.sequence_length)
-    metrics = result.metrics
-    if run.data.task == "classification":
+    metrics = trained["metrics"]
+    if trained["task"] == "classification":
         score, error = metrics.get("test/accuracy", float("nan")), 1.0 - metrics.get("test/accuracy", float("nan"))
         solved = error < 0.01
     else:
@@ -125,10 +140,8 @@ def run_arm(job: dict) -> dict:
     ratio = np.asarray(record.series("time_grad_ratio", layer), dtype=float)
     tail = slice(max(0, len(record) - 40), len(record))
     return {
-        **{k: job[k] for k in ("experiment", "arm", "spec", "T", "seed", "overrides")},
-        "steps_per_sequence": steps_in_data, "seconds": seconds, "status": result.status, "epochs": result.epochs_run,
-        "updates": result.steps, "metrics": metrics, "baseline": base, "score": score, "error": error,
-        "solved": bool(solved), "history": result.history,
+        **{k: job[k] for k in ("experiment", "arm", "spec", "T", "seed", "overrides")}, **trained,
+        "baseline": base, "score": score, "error": error, "solved": bool(solved),
         "verdict": diagnosis.verdict, "verdicts": diagnosis.verdicts,
         "findings": [{"verdict": f.verdict, "summary": f.summary, "layers": f.layers, "first_step": f.first_step}
                      for f in diagnosis.findings],
@@ -321,6 +334,24 @@ def figure_saxe(results: list[dict], path: Path) -> None:
     fig.savefig(path)
 
 
+def rediagnose(path: Path, only: set[str]) -> list[dict]:
+    """The results of a previous run, each arm diagnosed again from its saved record (no training)."""
+    from workbench.monitor import load_record
+    from workbench.spec import load_spec
+
+    previous = json.loads(path.read_text())["results"]
+    out = []
+    for old in previous:
+        if old["experiment"] not in only:
+            continue
+        spec = load_spec(HERE / f"{old['spec']}.toml", old["overrides"])
+        keys = ("seconds", "status", "epochs", "updates", "metrics", "history", "steps_per_sequence")
+        trained = {k: old[k] for k in keys}
+        trained["task"] = "classification" if spec.training.loss == "cross_entropy" else "regression"
+        out.append(summarize(old, spec, load_record(record_path(old)), trained))
+    return out
+
+
 # -- main -------------------------------------------------------------------------------------------------------
 EXPERIMENTS = ("pascanu", "hochreiter", "le", "saxe")
 
@@ -332,21 +363,26 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm and length (default: per experiment)")
     p.add_argument("--quick", action="store_true", help="one seed, a third of the epochs (a smoke run)")
     p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--rediagnose", metavar="RESULTS.json", default=None,
+                   help="no training: diagnose again the records a previous run saved, and redo its tables and figures")
     args = p.parse_args(argv)
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = only - set(EXPERIMENTS)
     if unknown:
         p.error(f"unknown experiment(s) {', '.join(sorted(unknown))}; choose from {', '.join(EXPERIMENTS)}")
-    todo = jobs(only, args.quick, args.seeds)
-    todo.sort(key=lambda j: -j["T"])  # the longest first, so the workers finish together
     start = time.perf_counter()
-    results = []
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for result in pool.map(run_arm, todo):
-            results.append(result)
-            print(f"  {result['experiment']} {result['arm']} T={result['T']} seed {result['seed']}: "
-                  f"score {fmt(result['score'])}, verdict {result['verdict']}, {result['seconds']:.0f} s",
-                  file=sys.stderr, flush=True)
+    if args.rediagnose:
+        results = rediagnose(Path(args.rediagnose), only)
+    else:
+        todo = jobs(only, args.quick, args.seeds)
+        todo.sort(key=lambda j: -j["T"])  # the longest first, so the workers finish together
+        results = []
+        with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+            for result in pool.map(run_arm, todo):
+                results.append(result)
+                print(f"  {result['experiment']} {result['arm']} T={result['T']} seed {result['seed']}: "
+                      f"score {fmt(result['score'])}, verdict {result['verdict']}, {result['seconds']:.0f} s",
+                      file=sys.stderr, flush=True)
     wall = time.perf_counter() - start
     print(f"# Recurrent experiments ({len(results)} runs, {wall:.0f} s wall, {args.workers} workers)\n")
     for name, classification in (("pascanu", True), ("hochreiter", False), ("le", False), ("saxe", False)):

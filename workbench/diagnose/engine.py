@@ -227,7 +227,7 @@ class Diagnoser:
                         appeared.append(rule.verdict)
             for rule in self.rules:  # a condition the run grew out of is not its verdict (rules that say so)
                 if getattr(rule, "holds_at_end", False) and rule.verdict in self.first \
-                        and not self.tracks[rule.verdict].holds_at_end():
+                        and rule.resolved(self.tracks[rule.verdict], record):
                     del self.first[rule.verdict]
                     self.found.pop(rule.verdict, None)
             for rule in self.rules:  # the final evidence covers the whole run

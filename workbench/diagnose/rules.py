@@ -33,6 +33,11 @@ class Rule:
     def describe(self, ev: Evidence) -> Finding:
         raise NotImplementedError
 
+    def resolved(self, track, record) -> bool:
+        """For `holds_at_end` rules, at the final update: the run grew out of the condition (by default:
+        it no longer holds over the last window)."""
+        return not track.holds_at_end()
+
 
 def nothing(n: int, n_layers: int) -> Signals:
     """No row holds (a statistic the rule needs is missing, or the net is too shallow for it)."""

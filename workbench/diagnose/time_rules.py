@@ -11,9 +11,10 @@ of the recurrent matrix is the evidence: for an rnn, below 1/gamma vanishing is 
 exploding becomes possible (their sec. 2.1; gamma bounds |phi'|: 1 for tanh and relu).
 
 Gated cells learn to carry their gradient (an lstm's forget gates open, Hochreiter & Schmidhuber
-1997; Gers et al. 2000), so these verdicts stand only if the condition still holds over the last
-PERSISTENCE_WINDOW rows of the run (`holds_at_end`): a layer that starts with a short horizon
-and learns a long one is healthy.
+1997; Gers et al. 2000), so vanishing through time is dropped at the end of a run that grew out
+of it: the condition no longer holds over the last PERSISTENCE_WINDOW rows and the loss there is at
+most RECOVERY_LOSS_FACTOR of what it was while the gradient vanished (`resolved`). A layer that
+starts with a short horizon and learns a long one, and uses it, is healthy.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from workbench.diagnose.thresholds import (
     PASCANU_GAMMA,
     PERSISTENCE_FRACTION,
     PERSISTENCE_WINDOW,
+    RECOVERY_LOSS_FACTOR,
     VANISHING_TIME_RATIO,
 )
 
@@ -181,6 +183,18 @@ class _ThroughTime(Rule):
 
 class VanishingThroughTime(_ThroughTime):
     verdict = "vanishing_through_time"
+
+    def resolved(self, track, record) -> bool:
+        """No longer vanishing over the last window, and the loss there at most RECOVERY_LOSS_FACTOR of what it
+        was while the gradient vanished: the layer learned to carry its gradient and used it."""
+        if track.holds_at_end():
+            return False
+        loss = global_stat(record, "loss")
+        if loss is None:
+            return True
+        sick = median(loss[np.isin(record.steps, track.steps[track.hit])])
+        end = median(loss[max(0, len(loss) - PERSISTENCE_WINDOW) :])
+        return bool(np.isfinite(sick) and np.isfinite(end) and end <= RECOVERY_LOSS_FACTOR * sick)
 
     def beyond(self, ratio):
         return ratio < VANISHING_TIME_RATIO

@@ -145,4 +145,4 @@ class GRU(Recurrent):
         bufs = self._buffers
         if bufs is None or self._T == 0:
             return float("nan")
-        return _saturated_sigmoid_share(bufs.A[self._sampled_steps(steps), :, : 2 * self.units], threshold)
+        return _saturated_sigmoid_share((bufs.A[self._sampled_steps(steps), :, : 2 * self.units],), threshold)

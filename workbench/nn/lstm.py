@@ -131,15 +131,15 @@ class LSTM(Recurrent):
         bufs = self._buffers
         if bufs is None or self._T == 0:
             return float("nan")
-        gates = bufs.A[self._sampled_steps(steps)].reshape(-1, 4, self.units)
-        return _saturated_sigmoid_share(gates[:, (0, 1, 3)], threshold)
+        A = bufs.A[self._sampled_steps(steps)]
+        gates = A.reshape(A.shape[0], A.shape[1], 4, self.units)  # a view: (steps, N, gate, H)
+        return _saturated_sigmoid_share((gates[:, :, :2], gates[:, :, 3]), threshold)
 
 
-def _saturated_sigmoid_share(gates: np.ndarray, threshold: float) -> float:
-    """Share of sigmoid values beyond `threshold` or below 1 - threshold."""
-    size = gates.size
+def _saturated_sigmoid_share(blocks: tuple[np.ndarray, ...], threshold: float) -> float:
+    """Share of sigmoid values beyond `threshold` or below 1 - threshold, over views of the gate buffer."""
+    size = sum(block.size for block in blocks)
     if not size:
         return float("nan")
-    high = np.count_nonzero(gates > threshold)
-    low = np.count_nonzero(gates < 1.0 - threshold)
-    return float(high + low) / size
+    count = sum(np.count_nonzero(block > threshold) + np.count_nonzero(block < 1.0 - threshold) for block in blocks)
+    return float(count) / size
