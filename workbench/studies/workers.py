@@ -1,7 +1,9 @@
 """Workers: processes that ask the storage for trials until the budget is spent.
 
-Each worker loops: (fail stale trials) -> under the budget lock, count and ask -> run the
-trial with a heartbeat -> tell. The budget `n_trials` counts every trial in the storage
+Each worker loops: (fail stale trials) -> under the budget lock, ask the study's plan for the
+next job (count and ask) -> run the trial with a heartbeat -> tell. A plain search's plan
+(`SearchPlan`) has one Optuna study and one budget; a comparison's (`comparison.ComparisonPlan`)
+one study and one budget per arm, plus its confirmation runs. The budget `n_trials` counts every trial in the storage
 (running, finished, pruned, failed) except a trial lost with its worker and retried: its
 retry counts instead. WAITING trials (retries, or trials enqueued by hand) always run, so a
 lost trial is redone even when the budget is spent: N trials, plus one per lost trial.
