@@ -474,7 +474,11 @@ class Agent:
         from workbench.tracking.replay import Replayer
 
         bound_http_retries(self.tracking_uri)
-        self.client = MlflowClient(self.tracking_uri)
+        try:
+            self.client = MlflowClient(self.tracking_uri)
+        except Exception as exc:  # noqa: BLE001 - an unknown scheme, a malformed URI
+            raise Unusable(f"cannot log to MLflow at {self.tracking_uri}: {first_line(exc)} "
+                           "(check --tracking-uri or MLFLOW_TRACKING_URI, or use --no-track)") from exc
         self.replayer = Replayer(self.client, read_meta(self.directory).get("run_id"), self.directory)
 
     def step(self) -> bool:

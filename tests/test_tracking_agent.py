@@ -1,0 +1,169 @@
+"""The tracking agent (the MLflow side of `workbench run` in a second process): nothing handed over is lost.
+
+- the training process killed outright mid-run: the agent logs what it was handed and ends the run KILLED;
+- the agent killed mid-run: the training process goes on and uploads the journal itself at the end;
+- a store that cannot be used: one line, exit 2, no journal left behind;
+- metric series stay bounded however long the run is planned.
+
+Real `workbench run` processes on SQLite stores in temporary folders; every wait is for a state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from support import DEADLINE_S, free_port, sqlite_store, wait_until
+
+from workbench.tracking import load_run_record
+from workbench.tracking.metric_feed import MAX_POINTS, MetricFeed
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "experiments" / "digits_mlp.toml"
+SMALL = ["model.hidden=[32]", "monitor.log_every=5", "early_stopping.enabled=false"]
+FOREVER = "training.epochs=1000000"
+
+
+def launch(tmp_path: Path, uri: str, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri, "WORKBENCH_OFFLINE_DIR":
+           str(tmp_path / "offline")}
+    args = [sys.executable, "-m", "workbench", "run", str(SPEC), "--json", "--quiet"]
+    for override in (*SMALL, *overrides):
+        args += ["--set", override]
+    with open(tmp_path / "run.out", "w") as out, open(tmp_path / "run.err", "w") as err:
+        return subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=err, text=True)
+
+
+def agent_of(proc: subprocess.Popen) -> int | None:
+    """The pid of the tracking agent the `workbench run` process started."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == proc.pid and b"workbench.tracking.agent" in cmdline:
+            return int(entry.name)
+    return None
+
+
+def epochs_logged(client: MlflowClient, at_least: int):
+    """(run id, epochs logged) once the store's run is RUNNING with `at_least` epoch metrics, else None."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    if not runs or runs[0].info.status != "RUNNING":
+        return None
+    seen = len(client.get_metric_history(runs[0].info.run_id, "epoch"))
+    return (runs[0].info.run_id, seen) if seen >= at_least else None
+
+
+def steps(client, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def reap(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_the_training_process_killed_outright_loses_nothing_it_handed_over(tmp_path):
+    uri = sqlite_store(tmp_path)
+    client = MlflowClient(uri)
+    proc = launch(tmp_path, uri, FOREVER)
+    try:
+        run_id, seen = wait_until(lambda: epochs_logged(client, 2), "a RUNNING run with 2 epochs logged",
+                                  process=proc, interval=0.2)
+        agent = agent_of(proc)
+        assert agent is not None
+        proc.send_signal(signal.SIGKILL)  # no handler runs: only what was written to the journal survives
+        proc.wait()
+        run = wait_until(lambda: (r := client.get_run(run_id)).info.status != "RUNNING" and r, "the run closed",
+                         interval=0.2)
+    finally:
+        reap(proc)
+    assert run.info.status == "KILLED"
+    assert "ended without closing the run" in run.data.tags["workbench.status_reason"]
+    assert len(steps(client, run_id, "epoch")) >= seen
+    logged = steps(client, run_id, "grad_norm/dense1")
+    assert logged and logged == sorted(set(logged)) and all(s % 5 == 0 for s in logged)
+    wait_until(lambda: not (tmp_path / "offline").exists(), "the agent's journal removed")
+
+
+@pytest.mark.slow
+def test_the_agent_killed_mid_run_the_training_process_uploads_the_rest(tmp_path):
+    uri = sqlite_store(tmp_path)
+    client = MlflowClient(uri)
+    proc = launch(tmp_path, uri, FOREVER)
+    try:
+        run_id, _ = wait_until(lambda: epochs_logged(client, 2), "a RUNNING run with 2 epochs logged",
+                               process=proc, interval=0.2)
+        os.kill(agent_of(proc), signal.SIGKILL)
+        # the training goes on; then it is interrupted, and closes the run itself
+        journal = wait_until(lambda: next((tmp_path / "offline").glob("*/journal.jsonl"), None), "the journal")
+        size = journal.stat().st_size
+        wait_until(lambda: journal.stat().st_size > size + 10_000, "training going on past the agent's death",
+                   process=proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(DEADLINE_S)
+    finally:
+        reap(proc)
+    assert proc.returncode == 130, (tmp_path / "run.err").read_text()
+    assert "the tracking agent stopped" in (tmp_path / "run.err").read_text()
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    record = load_run_record(run_id, uri)
+    assert steps(client, run_id, "grad_norm/dense1") == [int(s) for s in record.steps if s % 5 == 0]
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"model", "stats", "plots", "diagnosis.json", "spec.toml"} <= artifacts
+    assert not (tmp_path / "offline").exists()
+
+
+@pytest.mark.parametrize("store", ["dead server", "a file for a folder"])
+def test_a_store_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    (tmp_path / "file").write_text("")
+    uri = f"http://127.0.0.1:{free_port()}" if store == "dead server" else f"sqlite:///{tmp_path / 'file' / 'x.db'}"
+    proc = launch(tmp_path, uri, "training.epochs=3")
+    proc.wait(DEADLINE_S)
+    err = (tmp_path / "run.err").read_text()
+    assert proc.returncode == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("workbench:")]
+    assert lines and lines[-1].startswith(f"workbench: error: cannot log to MLflow at {uri}"), err
+    assert (tmp_path / "run.out").read_text() == ""
+    assert not (tmp_path / "offline").exists() or not any((tmp_path / "offline").iterdir())
+
+
+@pytest.mark.parametrize("planned", [1_270, 127_000, 36_000_000])
+def test_metric_series_are_bounded_whatever_the_planned_length(planned):
+    feed = MetricFeed(log_every=10, planned_steps=planned)
+    all_steps = np.arange(min(planned, 5_000_000))
+    kept = all_steps[(all_steps % feed.cadence == 0) & ((all_steps < feed.switch_step) |
+                                                        (all_steps % feed.late_cadence == 0))]
+    assert len(kept) <= 2 * MAX_POINTS + 1
+    assert np.array_equal(kept[kept < 10_000], np.arange(0, min(planned, 10_000), 10))  # the first 1,000 in full
+    if planned <= 10 * MAX_POINTS:
+        assert len(kept) == -(-planned // 10)  # a short run: every log_every step
+
+
+def test_the_run_json_names_the_run(tmp_path, capsys, monkeypatch):
+    """`workbench run --json` (through the agent) reports the id of the run the store holds."""
+    from workbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    uri = sqlite_store(tmp_path)
+    assert main(["run", str(SPEC), "--tracking-uri", uri, "--json", "--quiet", "--set", "training.epochs=1",
+                 *[a for o in SMALL for a in ("--set", o)]]) == 0
+    outcome = json.loads(capsys.readouterr().out)
+    run = MlflowClient(uri).get_run(outcome["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["workbench.verdict"] == outcome["verdict"]
