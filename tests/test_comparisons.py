@@ -341,3 +341,42 @@ def test_an_interrupted_comparison_is_completed_by_the_same_command_with_exact_b
 
 def done_table_rows(stdout: str) -> int:
     return sum(line.startswith("| ") and "| 2/0/0 of 2 |" in line for line in stdout.splitlines())
+
+
+# -- the sampler every arm shares ------------------------------------------------------------------------------
+def test_the_sobol_sampler_gives_every_study_the_same_stratified_points_and_retries_take_none():
+    import warnings
+
+    from workbench.studies import Categorical, Int
+    from workbench.studies.samplers import SobolSampler
+    from workbench.studies.space import suggest
+
+    space = {"optimizer.lr": Float(1e-4, 1.0, log=True), "training.batch_size": Int(8, 64, step=8),
+             "model.init": Categorical(["he_normal", "xavier_normal"])}
+    drawn = []
+    for _ in range(2):  # two arms, or two workers: the same points in the same order
+        study = optuna.create_study(sampler=SobolSampler(space, seed=3))
+        points = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no fallback to independent sampling
+            for _ in range(8):
+                trial = study.ask()
+                points.append(suggest(space, trial))
+                study.tell(trial, 0.0)
+        drawn.append(points)
+    assert drawn[0] == drawn[1]
+    decades = sorted(int(math.log10(p["optimizer.lr"]) * 2 + 8) for p in drawn[0])  # eighths of [1e-4, 1]
+    assert decades == list(range(8))  # one point in each eighth of the log range
+    assert {p["training.batch_size"] for p in drawn[0]} <= set(range(8, 65, 8))
+    assert {p["model.init"] for p in drawn[0]} == {"he_normal", "xavier_normal"}
+
+    study = optuna.create_study(sampler=SobolSampler(space, seed=3))
+    first = study.ask()
+    suggest(space, first)
+    study.tell(first, 0.0)
+    study.enqueue_trial({"optimizer.lr": 0.5, "training.batch_size": 16, "model.init": "he_normal"})  # a retry
+    retry = study.ask()
+    assert suggest(space, retry)["optimizer.lr"] == 0.5
+    study.tell(retry, 0.0)
+    after = study.ask()
+    assert suggest(space, after) == drawn[0][1]  # the retry took no point
