@@ -37,6 +37,11 @@ def format_finding(i: int, f: Finding) -> list[str]:
     numbers = evidence_line(f.evidence)
     if numbers:
         lines += _wrap("evidence: " + numbers, "   ")
+    for name, layer in (f.evidence.get("layers") or {}).items():  # through-time findings: the heat map per layer
+        if isinstance(layer, dict) and layer.get("heat_map"):
+            lines.append(f"   gradient through time of {name}, log10 ||dL/dh_t|| / ||dL/dh_T|| from -6 ' ' to 0 '@' "
+                         "('!' above 1), t = 1 on the left:")
+            lines += [f"   {row}" for row in layer["heat_map"]]
     for item in f.advice:
         lines += _wrap("try: " + item, "   ", "        ")
     return lines
@@ -47,6 +52,9 @@ def evidence_line(evidence: dict) -> str:
     for key, value in evidence.items():
         if key in HIDDEN_EVIDENCE or value is None or (isinstance(value, float) and not math.isfinite(value)):
             continue
+        if key == "layers" and isinstance(value, dict):  # per-layer evidence: its heat map is drawn below
+            value = {k: {n: v for n, v in d.items() if n != "heat_map"} if isinstance(d, dict) else d
+                     for k, d in value.items()}
         parts.append(f"{key}={_value(value)}")
     profile = evidence.get("profile") or evidence.get("act_std")
     if profile:

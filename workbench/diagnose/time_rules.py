@@ -115,6 +115,38 @@ def episodes(record) -> list[dict]:
     return found
 
 
+HEAT_LEVELS = " .:-=+*#%@"  # log10 ||dL/dh_t|| / ||dL/dh_T|| from -6 (blank) to 0 (@); growth above 1 is "!"
+HEAT_ROWS, HEAT_COLUMNS = 8, 50
+
+
+def text_heat_map(record, layer: str) -> list[str]:
+    """The gradient through time of `layer` in characters: a row per sampled training step, t = 1 on the left."""
+    if ("time_grad_norm", layer) not in record.time_series() or not len(record):
+        return []
+    norms = np.asarray(record.time("time_grad_norm", layer), dtype=float)
+    rows = np.unique(np.linspace(0, len(norms) - 1, min(HEAT_ROWS, len(norms))).round().astype(int))
+    bins = norms.shape[1]
+    columns = np.unique(np.linspace(0, bins - 1, min(HEAT_COLUMNS, bins)).round().astype(int))
+    edges = record.time_edges("time_grad_norm", layer)
+    width = len(str(int(record.steps[-1])))
+    lines = [f"{'step':>{width + 5}} t={int(edges[columns[0]]) + 1}" + " " * max(1, len(columns) - 8)
+             + f"t={int(edges[-1])}"]
+    for i in rows:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log10(norms[i, columns] / norms[i, -1])
+        chars = []
+        for v in logs:
+            if not np.isfinite(v):
+                chars.append(" " if v == -np.inf else "?")
+            elif v > 1:
+                chars.append("!")
+            else:
+                level = int(np.clip(np.floor((v + 6) / 6 * (len(HEAT_LEVELS) - 1) + 0.5), 0, len(HEAT_LEVELS) - 1))
+                chars.append(HEAT_LEVELS[level])
+        lines.append(f"{int(record.steps[i]):>{width + 5}} |{''.join(chars)}|")
+    return lines
+
+
 class _ThroughTime(Rule):
     """The time ratio of each recurrent layer against a threshold; the finding must still hold at the end."""
 
@@ -165,6 +197,7 @@ class _ThroughTime(Rule):
                 if horizon is not None else float("nan"),
                 "singular_value": median(sv[:, j]) if sv is not None else float("nan"),
                 "singular_value_threshold": sv_threshold(info),
+                "heat_map": text_heat_map(record, name),
             }
         return per
 
