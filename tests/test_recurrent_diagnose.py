@@ -102,6 +102,7 @@ def test_le_irnn_learns_the_adding_problem_where_the_tanh_rnn_does_not():
     tanh_run, tanh, _ = experiment("le_adding_tanh", *small)
     assert irnn.metrics["test/loss"] < 0.05 and irnn.metrics["test/loss"] < tanh.metrics["test/loss"] / 3
     assert irnn_diagnosis.verdict == HEALTHY, irnn_diagnosis.report()
-    # the identity carries the gradient over the whole sequence from the first step on; the tanh rnn's fades
-    assert irnn_run.record.series("time_horizon", "rnn1")[0] == 29
-    assert tanh_run.record.series("time_horizon", "rnn1")[0] < 29
+    # the identity carries the gradient over the whole sequence through training; the tanh rnn's fades sooner
+    irnn_horizon = irnn_run.record.series("time_horizon", "rnn1")
+    assert irnn_horizon[0] == 29 and np.mean(irnn_horizon == 29) > 0.9
+    assert np.median(tanh_run.record.series("time_horizon", "rnn1")) < np.median(irnn_horizon)
