@@ -106,3 +106,18 @@ def test_le_irnn_learns_the_adding_problem_where_the_tanh_rnn_does_not():
     irnn_horizon = irnn_run.record.series("time_horizon", "rnn1")
     assert irnn_horizon[0] == 29 and np.mean(irnn_horizon == 29) > 0.9
     assert np.median(tanh_run.record.series("time_horizon", "rnn1")) < np.median(irnn_horizon)
+
+
+def test_a_tracked_recurrent_run_logs_draws_and_diagnoses(tmp_path, monkeypatch, capsys):
+    from workbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["run", str(EXPERIMENTS / "hochreiter_adding_lstm.toml"), "--set", "training.epochs=1",
+                 "--set", "data.n_samples=200", "--set", "data.sequence_length=20", "--tracking-uri", uri,
+                 "--json", "--quiet"])
+    assert code == 0
+    assert main(["diagnose", "latest", "--tracking-uri", uri, "--json"]) == 0
+    plots = list(tmp_path.rglob("plots/diagnosis.png"))
+    assert plots and plots[0].stat().st_size > 0
+    assert '"verdict"' in capsys.readouterr().out

@@ -289,3 +289,14 @@ def test_stacked_lstm_matches_a_two_layer_pytorch_lstm():
     for k, layer in enumerate(model.layers):
         np.testing.assert_allclose(layer.grads["U"], getattr(module, f"weight_hh_l{k}").grad.numpy().T,
                                    rtol=1e-9, atol=1e-12)
+
+
+def test_a_recurrent_model_with_a_per_step_output_saves_and_loads(tmp_path):
+    model = build_network([{"type": "lstm", "units": 4, "return_sequences": True},
+                           {"type": "gru", "units": 3, "return_sequences": True}], (T, F), 5, per_step=True,
+                          rng=np.random.default_rng(0))
+    x = sequences().astype(np.float32)
+    model.save(tmp_path / "model.npz")
+    loaded = Sequential.load(tmp_path / "model.npz")
+    assert loaded.layers[-1].per_step and loaded.summary() == model.summary()
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
