@@ -1,4 +1,12 @@
-"""Shared fixtures: tiny data sets and trainers that run in milliseconds."""
+"""Shared fixtures (tiny data sets that train in milliseconds) and how the suite runs.
+
+- In parallel: pyproject's addopts give `--numprocesses=auto`, one pytest-xdist worker per core this
+  process may use; `--dist loadgroup` keeps the tests of an `xdist_group` (a module that shares a server or a
+  trained run) on one worker. `-n 0` or `-p no:xdist` runs everything in this process.
+- Slow tests start first, so that the last minute is not one long test on one core.
+- `numerics`: the tests of gradients, determinism, optimizers, the monitor and diagnosis, which .ci/run
+  runs a second time with BLAS limited to 1 thread (`-m numerics`).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +33,42 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # after each test so that no test depends on the order the others ran in.
 HTTP_RETRY_VARIABLES = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
                         "MLFLOW_HTTP_REQUEST_TIMEOUT")
+
+
+# Test files (tests/test_<name>.py) of gradients, determinism, optimizers, the monitor and diagnosis.
+NUMERICS = ("gradients", "determinism", "optim", "monitor", "clipping", "diagnose")
+# Modules whose tests share an expensive module fixture (a server, a store with trained runs): one worker each.
+SHARED_FIXTURES = ("tracking", "tracking_server", "resume", "determinism", "cli_properties", "diagnose_cli")
+
+
+def pytest_addoption(parser, pluginmanager):
+    """Without pytest-xdist (`-p no:xdist`), addopts' --numprocesses and --dist are accepted: one process."""
+    if not pluginmanager.has_plugin("xdist"):
+        group = parser.getgroup("xdist", "distributed testing (pytest-xdist is not loaded: one process)")
+        group.addoption("--numprocesses", dest="numprocesses", default=None, help="ignored")
+        group.addoption("--dist", dest="dist", default="no", help="ignored")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core that this process may run on (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.stem.removeprefix("test_")
+        if name in NUMERICS or "gradients" in name:
+            item.add_marker(pytest.mark.numerics)
+        if name in SHARED_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group(name))
+    # Modules with slow tests first (a module's tests stay together: its fixtures are made once).
+    slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_modules)
 
 
 @pytest.fixture(autouse=True)

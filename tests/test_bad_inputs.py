@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import DEADLINE_S
 
 from workbench.cli import main
 
@@ -79,7 +80,7 @@ SUBPROCESS_CASES = [c for c in CASES if Path(c["spec"]).stem in
 def test_bad_input_as_a_real_command(case, tmp_path):
     db = tmp_path / "mlflow.db"
     proc = subprocess.run([sys.executable, "-m", "workbench", *argv(case, db)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=DEADLINE_S)
     assert_one_line(proc.returncode, proc.stderr, case, db)
 
 

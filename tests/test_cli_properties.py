@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support import sqlite_store
 
 from workbench.cli import main
 from workbench.errors import UserError
@@ -175,12 +176,15 @@ def load_spec_roundtrip(spec):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One MLflow store for every example (a fresh sqlite store per example costs a second or two)."""
-    return tmp_path_factory.mktemp("store") / "mlflow.db"
+    folder = tmp_path_factory.mktemp("store")
+    sqlite_store(folder)
+    return folder / "mlflow.db"
 
 
 @SETTINGS
 @given(text=spec_texts(), overrides=st.lists(override_texts(), max_size=3), source=st.sampled_from(["iris", "moons"]),
        force=st.booleans())
+@pytest.mark.slow
 def test_cli_never_crashes_and_never_leaves_half_a_run(store, text, overrides, source, force, capsys):
     tiny = ["training.epochs=1", "model.hidden=[4]", f"data.source={source}", "data.n_samples=100"]
     # half the examples are forced tiny; the other half keep their random source and widths (one epoch)

@@ -15,6 +15,7 @@ def workbench(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_run_json_prints_one_object(repo):
     proc = workbench("run", str(repo / "experiments/digits_mlp.toml"), *QUICK, "--json")
     assert proc.returncode == 0, proc.stderr
@@ -23,6 +24,7 @@ def test_run_json_prints_one_object(repo):
     assert {"train/loss", "val/accuracy", "test/accuracy"} <= set(out["metrics"])
 
 
+@pytest.mark.slow
 def test_run_prints_metrics_for_people(repo):
     proc = workbench("run", str(repo / "experiments/digits_mlp.toml"), *QUICK)
     assert proc.returncode == 0, proc.stderr
@@ -56,6 +58,7 @@ def test_loss_that_does_not_fit_the_task_exits_2(repo):
     assert proc.returncode == 2 and "training.loss" in proc.stderr
 
 
+@pytest.mark.slow
 def test_divergence_exits_1(repo):
     proc = workbench("run", str(repo / "experiments/digits_mlp.toml"), *QUICK, "--json",
                      "--set", "optimizer.name=sgd", "--set", "optimizer.lr=10", "--set", "model.init=normal",

@@ -1,13 +1,21 @@
-"""Determinism (issue 7): the same spec and seed give bit-identical results.
+"""Determinism (issue 7): what is reproducible bit for bit, and what only within a tolerance.
 
-- two `build_run` + `fit` in one process: `trainer.history` and every column of the statistics
-  record equal bitwise (NaN equal to NaN);
-- 1 and 2 BLAS threads (threadpoolctl): the same bits (study workers get cores // workers threads,
-  so a study run with 1 worker and with 2 workers trains with different BLAS thread counts);
+Bit for bit (README, "Reliability"): the same spec, seed, BLAS thread count and machine.
+- two `build_run` + `fit` in one process: `trainer.history`, every column of the statistics record
+  and the weights equal bitwise (NaN equal to NaN), at the default thread count and with 1 and 2;
 - a study over a fixed grid (GridSampler, Categorical-only space) run with 1 worker and with 2
   workers and the same `blas_threads`: the same objective value, per configuration, per seed and
-  per epoch, bitwise. (Without `blas_threads`, workers get cores // workers threads, and OpenBLAS
-  splits large products differently with another thread count: last-bit differences.)
+  per epoch, bitwise;
+- the workbench's own threads do not change a bit: the optimizer's blocked step with 1, 2 or 3
+  threads equals the plain step (tests/test_optim.py).
+
+Within a tolerance: another BLAS thread count (study workers get cores // workers threads unless
+`blas_threads` is fixed), another BLAS build or another CPU. BLAS splits and orders the sums of a
+matrix product by thread count and kernel (OpenBLAS's Haswell or Zen kernels, MKL), so float32
+products differ in their last bits (about 1e-7 relative) and training carries that forward. Whether
+two thread counts happen to give the same bits depends on the kernel, the CPU and the shapes; what
+holds everywhere is agreement within the tolerances below (the largest differences measured on these
+runs are 10 to 100 times smaller).
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
-from threadpoolctl import threadpool_info, threadpool_limits
+from support import sqlite_store
+from threadpoolctl import threadpool_limits
 
 from workbench.runner import build_run
 from workbench.spec import spec_from_dict
@@ -33,6 +42,14 @@ SPECS = {
                   "init_scale": 100.0}, "training": {"epochs": 2, "batch_size": 32},
                   "optimizer": {"name": "sgd", "lr": 0.1}, "monitor": {"every": 1, "nan_guard": False}},
 }
+
+
+# Across BLAS thread counts, builds and CPUs (a few epochs; chaotic training drifts further on long runs):
+LOSS_RTOL = 1e-4  # per-epoch losses (measured: up to 1e-5 with adam, 2e-8 with sgd)
+STAT_RTOL = 1e-3  # each statistic of each step, relative to its column's largest value (measured: 1e-4)
+WEIGHT_RTOL = 1e-3  # ||a - b|| / ||b|| for each weight array (measured: 1e-4)
+WEIGHT_ATOL = 1e-6  # per element, for arrays of rounding noise (a bias before batch norm: zero gradient)
+FRACTION_ATOL = 0.02  # dead and saturated fractions: a unit near the threshold may flip
 
 
 def fit(spec, threads: int | None = None):
@@ -69,6 +86,34 @@ def assert_runs_bitwise_equal(a, b) -> None:
         assert np.array_equal(wa[key], wb[key], equal_nan=True), key
 
 
+def assert_runs_close(a, b) -> None:
+    """The same run up to the last bits of float32 products: within the tolerances above."""
+    assert a.trainer.history.keys() == b.trainer.history.keys()
+    for key in a.trainer.history:
+        x, y = np.asarray(a.trainer.history[key]), np.asarray(b.trainer.history[key])
+        if key.endswith("accuracy"):  # a sample on the decision boundary may flip
+            np.testing.assert_allclose(x, y, atol=2 / len(a.data.y_val), err_msg=key)
+        else:
+            np.testing.assert_allclose(x, y, rtol=LOSS_RTOL, err_msg=key)
+    ra, rb = a.record, b.record
+    assert (ra.global_stats(), ra.layer_stats(), ra.layers) == (rb.global_stats(), rb.layer_stats(), rb.layers)
+    assert np.array_equal(ra.steps, rb.steps) and np.array_equal(ra.epochs, rb.epochs)
+    columns = [(name, ra.global_(name), rb.global_(name)) for name in ra.global_stats()]
+    columns += [(name, ra.layer(name), rb.layer(name)) for name in ra.layer_stats()]
+    for name, x, y in columns:
+        assert np.array_equal(np.isnan(x), np.isnan(y)), name
+        x, y = np.nan_to_num(x), np.nan_to_num(y)
+        if name.endswith("_frac"):
+            np.testing.assert_allclose(x, y, atol=FRACTION_ATOL, err_msg=name)
+        else:
+            np.testing.assert_allclose(x, y, rtol=0, atol=STAT_RTOL * max(np.abs(y).max(), 1e-30), err_msg=name)
+    wa, wb = a.model.parameters(), b.model.parameters()
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        bound = WEIGHT_RTOL * np.linalg.norm(wb[key]) + WEIGHT_ATOL * np.sqrt(wb[key].size)
+        assert np.linalg.norm(wa[key] - wb[key]) <= bound, key
+
+
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_same_spec_and_seed_give_bitwise_identical_history_and_statistics(name):
     spec = spec_from_dict(SPECS[name])
@@ -81,24 +126,49 @@ def test_a_different_seed_gives_different_losses():  # the comparison above can 
     assert not np.array_equal(a.trainer.history["train/loss"], b.trainer.history["train/loss"])
 
 
-OPENBLAS = any(i.get("internal_api") == "openblas" for i in threadpool_info())
+# Layers 256 wide: products that BLAS splits among its threads (digits: 600 samples, enough for the point).
+WIDE = {name: {**SPECS[name], "model": {**SPECS[name]["model"], "hidden": [256, 256]}}
+        for name in ("moons-adam", "digits-dropout-bn-sgd")}
+WIDE["digits-dropout-bn-sgd"]["data"] = {"source": "digits", "limit": 600}
 
 
-@pytest.mark.skipif(not OPENBLAS, reason="a property of OpenBLAS (MKL may reorder sums with the thread count)")
-@pytest.mark.parametrize("name", ["moons-adam", "digits-dropout-bn-sgd"])
-def test_one_and_two_blas_threads_give_bitwise_identical_runs(name):
-    """Layers up to 256 wide: OpenBLAS gives the same bits with 1 and 2 threads. (Not for every shape:
-    a 4096-wide layer with batches of 2048 differs in the last bits; see the grid test below.)"""
-    spec = spec_from_dict({**SPECS[name], "model": {**SPECS[name]["model"], "hidden": [256, 256]}})
-    assert_runs_bitwise_equal(fit(spec, threads=1), fit(spec, threads=2))
+@pytest.fixture(scope="module")
+def wide_runs():
+    """Each wide spec trained twice with 1 BLAS thread and twice with 2: {(name, threads): (run, run)}."""
+    runs = {}
+    for name, spec in WIDE.items():
+        for threads in (1, 2):
+            runs[name, threads] = (fit(spec_from_dict(spec), threads), fit(spec_from_dict(spec), threads))
+    return runs
 
 
-# Large products (a 4096-wide layer, batches of 2048) are where OpenBLAS splits the work differently
-# with another thread count: a study on 2 cores with 1 worker (2 BLAS threads) and with 2 workers
-# (1 each) then differs in the last bits for (xavier_normal, 2048). `blas_threads` pins the count.
-GRID = {"model.init": ["he_normal", "xavier_normal"], "training.batch_size": [64, 2048]}
-BASE = {"data": {"source": "moons", "n_samples": 3000}, "model": {"hidden": [4096]},
-        "training": {"epochs": 3}, "monitor": {"every": 1000}}
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", sorted(WIDE))
+def test_the_same_blas_thread_count_gives_bitwise_identical_runs(wide_runs, name, threads):
+    assert_runs_bitwise_equal(*wide_runs[name, threads])
+
+
+@pytest.mark.parametrize("name", sorted(WIDE))
+def test_one_and_two_blas_threads_agree_within_the_stated_tolerance(wide_runs, name):
+    """Not bit for bit: OpenBLAS gives the same bits with 1 and 2 threads on some CPUs and shapes, not on
+    others (AMD EPYC with the Zen/Haswell kernels: losses differ from the 6th significant digit)."""
+    one, two = wide_runs[name, 1][0], wide_runs[name, 2][0]
+    assert_runs_close(one, two)
+
+
+def test_the_tolerance_comparison_tells_different_runs_apart(wide_runs):
+    spec = spec_from_dict(WIDE["moons-adam"])
+    other = fit(spec.with_overrides({"seed": spec.seed + 1}), 1)
+    with pytest.raises(AssertionError):
+        assert_runs_close(wide_runs["moons-adam", 1][0], other)
+
+
+# Without `blas_threads`, a study on 2 cores with 1 worker (2 BLAS threads) and with 2 workers (1 each)
+# may differ in the last bits (large products split differently); `blas_threads` pins the count, and
+# then the worker count changes nothing. Products of a 1024-wide layer with batches up to 512.
+GRID = {"model.init": ["he_normal", "xavier_normal"], "training.batch_size": [64, 512]}
+BASE = {"data": {"source": "moons", "n_samples": 1000}, "model": {"hidden": [1024]},
+        "training": {"epochs": 2}, "monitor": {"every": 1000}}
 
 
 def grid_values(tmp_path, monkeypatch, workers: int, blas_threads: int | None):
@@ -109,7 +179,7 @@ def grid_values(tmp_path, monkeypatch, workers: int, blas_threads: int | None):
                   metric="val/loss", direction="minimize", n_trials=4, pruner="none",
                   sampler=optuna.samplers.GridSampler(GRID, seed=0))
     result = study.run(workers=workers, storage=str(folder / "optuna.journal"), blas_threads=blas_threads,
-                       tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", quiet=True)
+                       tracking_uri=sqlite_store(folder), quiet=True)
     assert result.report.counts["COMPLETE"] == 4
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
     trials = optuna.load_study(study_name="grid", storage=journal).get_trials(deepcopy=False)

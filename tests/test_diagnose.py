@@ -108,7 +108,16 @@ def test_every_verdict_is_tested():
     assert set(SICK) == set(VERDICTS)
 
 
-@pytest.mark.parametrize("name", ["digits_default", *HEALTHY_RUNS])
+# Runs of a second or more of training: in the full suite only (-m "not slow" keeps the small ones).
+LONG_RUNS = {"digits_default", "sigmoid_xavier", "tanh_xavier_6_layers", "sgd_cosine_to_zero", "relu_he_10_layers",
+             "breast_cancer_sgd_converged"}
+
+
+def slow_if_long(names):
+    return [pytest.param(name, marks=pytest.mark.slow) if name in LONG_RUNS else name for name in names]
+
+
+@pytest.mark.parametrize("name", slow_if_long(["digits_default", *HEALTHY_RUNS]))
 def test_normal_run_is_healthy(name):
     _, diagnosis = trained("default", name) if name == "digits_default" else trained("healthy", name)
     assert diagnosis.verdict == HEALTHY, diagnosis.report()
@@ -208,6 +217,7 @@ def test_report_puts_the_verdict_first():
     assert "evidence: " in text and "try: --set model.init=he_normal" in text
 
 
+@pytest.mark.slow
 def test_figure_marks_the_findings(tmp_path):
     from matplotlib.patches import Rectangle
 
@@ -326,7 +336,7 @@ def test_update_without_new_rows_costs_nothing():
     assert diagnoser.update(run.record) == [] and diagnoser.tracks["dead_units"].n == n == len(run.record)
 
 
-@pytest.mark.parametrize("name", ["moons", "relu_he_10_layers", "sgd_cosine_to_zero"])
+@pytest.mark.parametrize("name", slow_if_long(["moons", "relu_he_10_layers", "sgd_cosine_to_zero"]))
 def test_live_diagnosis_lets_healthy_runs_finish(name):
     live = LiveDiagnosis(every_n_steps=10)  # the default stop_on, as a study uses it
     run = build_run(spec_from_dict(HEALTHY_RUNS[name]), hooks=(live,))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from support import DEADLINE_S, sqlite_store
 
 from workbench.cli import main
 
@@ -24,7 +25,7 @@ def store(tmp_path_factory):
     from workbench.spec import spec_from_dict
 
     folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = sqlite_store(folder)
     outcome = execute(spec_from_dict(SATURATED), tracking_uri=uri)
     assert outcome.run_id
     return uri, outcome.run_id
@@ -36,6 +37,7 @@ def diagnose(capsys, *args):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_latest_json_is_one_object_and_logged_on_the_run(store, capsys, tmp_path):
     from mlflow import MlflowClient
 
@@ -54,6 +56,7 @@ def test_latest_json_is_one_object_and_logged_on_the_run(store, capsys, tmp_path
     assert logged == result
 
 
+@pytest.mark.slow
 def test_report_by_run_id_for_people(store, capsys):
     uri, run_id = store
     code, out, _ = diagnose(capsys, run_id, "--tracking-uri", uri, "--experiment", "diagnose-cli", "--no-log")
@@ -78,6 +81,7 @@ def test_a_saved_record_diagnoses_without_mlflow(tmp_path, capsys):
     (["0123456789abcdef"], "no MLflow run '0123456789abcdef'"),
     (["latest", "--experiment", "nope"], "no MLflow experiment 'nope'"),
 ])
+@pytest.mark.slow
 def test_unknown_run_or_experiment_exits_2(store, capsys, args, culprit):
     uri, _ = store
     code, out, err = diagnose(capsys, *args, "--tracking-uri", uri)
@@ -85,6 +89,7 @@ def test_unknown_run_or_experiment_exits_2(store, capsys, args, culprit):
     assert culprit in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_run_without_statistics_exits_2(store, capsys):
     from mlflow import MlflowClient
 
@@ -98,23 +103,22 @@ def test_run_without_statistics_exits_2(store, capsys):
 
 
 def test_empty_store_has_no_latest_run(tmp_path, capsys):
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'empty.db'}"
-    MlflowClient(uri).search_experiments()  # creates the database
+    uri = sqlite_store(tmp_path, "empty.db")
     code, _, err = diagnose(capsys, "latest", "--tracking-uri", uri)
     assert code == 2 and "no runs in" in err and "workbench run" in err
 
 
+@pytest.mark.slow
 def test_missing_store_exits_2_without_creating_it(tmp_path):
     db = tmp_path / "absent.db"
     proc = subprocess.run([sys.executable, "-m", "workbench", "diagnose", "latest", "--tracking-uri", f"sqlite:///{db}"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=DEADLINE_S)
     assert proc.returncode == 2 and proc.stdout == ""
     assert f"no MLflow store at {db}" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not db.exists()
 
 
+@pytest.mark.slow
 def test_a_tracker_gets_the_verdict_from_diagnose_tracked(tmp_path):
     """The call RunTracker.finish makes: tag, diagnosis.json and figure on the run; finish returns the verdict."""
     from mlflow import MlflowClient

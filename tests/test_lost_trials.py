@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
+from support import wait_until
 
 from workbench.studies.lost_trials import _alive, process_start_ticks
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="n
 
 
 def test_a_running_process_is_alive_and_its_start_time_identifies_it():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     try:
         started = process_start_ticks(child.pid)
         assert isinstance(started, int) and started > 0
@@ -29,14 +29,12 @@ def test_a_running_process_is_alive_and_its_start_time_identifies_it():
 def test_a_zombie_is_not_alive_and_a_reaped_process_is_gone():
     """An orphaned worker killed with its parent stays a zombie where PID 1 does not reap (containers)."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # exited, not yet waited for: a zombie
+
+    def zombie() -> bool:  # exited, not yet waited for
         with open(f"/proc/{child.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                break
-        time.sleep(0.02)
-    else:
-        pytest.fail("the child never became a zombie")
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+    wait_until(zombie, "the child to become a zombie", interval=0.02)
     assert not _alive(child.pid)
     child.wait()
     assert not _alive(child.pid)

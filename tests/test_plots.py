@@ -161,6 +161,7 @@ def test_gradient_snapshot_holds_the_last_gradients_not_the_optimizer_step(real_
 
 
 # -- saving -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_save_run_plots_writes_every_png_from_a_real_run(real_run, tmp_path):
     record, history, snapshot, _ = real_run
     with warnings.catch_warnings():
@@ -179,6 +180,7 @@ def test_save_run_plots_skips_what_it_cannot_draw(tmp_path):
 
 
 # -- diverged and long runs -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_nan_and_inf_draw_and_are_marked(tmp_path):
     record = make_record(bad_from=40)
     history = {"epoch": [0, 1, 2], "train/loss": [1.0, 0.5, float("nan")], "val/loss": [1.1, float("inf"), float("nan")],

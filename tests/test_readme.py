@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
 
+
+@pytest.mark.slow
 def test_readme_hook_example_runs(repo, monkeypatch):
     text = (repo / "README.md").read_text()
     code = re.findall(r"```python\n(.*?)```", text, re.S)[0]

@@ -15,11 +15,12 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
+from pathlib import Path
 
 import optuna
 import pytest
+from support import DEADLINE_S, STUDY_GATE, gate_env, open_gate, parked, sqlite_store, wait_until
 
 # Lines on stderr that mean a storage race or a crash reached the user.
 ALARMS = re.compile(r"database is locked|OperationalError|Traceback|could not annotate|were not logged|"
@@ -38,12 +39,14 @@ if __name__ == "__main__":
     study.main()
 """
 
-KILL_SCRIPT = """
+# Trials wait at the gate (tests/support.py) at the end of their first epoch until the test has acted: the
+# kill or interrupt lands mid-trial on any machine. The gate open, a trial takes a fraction of a second.
+KILL_SCRIPT = STUDY_GATE + """
 from workbench.studies import Categorical, Study
 
 study = Study(
-    name="relaunched", seeds=1, n_trials=3, pruner="none", trial_plots=False,
-    base={"data": {"source": "digits"}, "model": {"hidden": [64, 64, 64]}, "training": {"epochs": 40},
+    name="relaunched", seeds=1, n_trials=3, pruner="none", trial_plots=False, trial_hooks=(Gate,),
+    base={"data": {"source": "moons", "n_samples": 200}, "model": {"hidden": [16]}, "training": {"epochs": 3},
           "monitor": {"every": 1}},
     space={"model.init": Categorical(["he_normal", "xavier_normal"])},
 )
@@ -76,14 +79,14 @@ def alarms(stderr: str) -> list[str]:
 def script_command(tmp_path, text: str, *args: str) -> tuple[list[str], str, str]:
     script = tmp_path / "study_script.py"
     script.write_text(textwrap.dedent(text))
-    storage, tracking = str(tmp_path / "optuna.journal"), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage, tracking = str(tmp_path / "optuna.journal"), sqlite_store(tmp_path)
     return [sys.executable, str(script), "--storage", storage, "--tracking-uri", tracking, *args], storage, tracking
 
 
-def clean_env() -> dict:
+def clean_env(gate: Path | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MPLBACKEND"] = "Agg"
-    return env
+    return gate_env(gate, env) if gate is not None else env
 
 
 # -- concurrency: 4 workers x 25 trials on one journal and one SQLite MLflow store ----------------------
@@ -128,29 +131,26 @@ def test_four_workers_run_100_trials_with_100_complete_child_runs_and_no_lock_er
 
 
 # -- dead invocations: SIGKILL mid-trial, then the same command again -----------------------------------
-def _running_trials(storage: str, name: str, want: int):
-    """The RUNNING trials once `want` of them are early in training (their MLflow runs exist)."""
-    if not os.path.exists(storage):
+def parked_trials(storage: str, name: str, gate: Path, want: int):
+    """The RUNNING trials of the processes waiting at the gate, once there are `want` of them: their
+    MLflow runs exist and their first epoch is reported (None before)."""
+    waiting = parked(gate)
+    if len(waiting) < want or not os.path.exists(storage):
         return None
     try:
         trials = load_trials(storage, name)
     except KeyError:  # the study is not in the journal yet
         return None
     running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("mlflow_run_id")
-               and len(t.intermediate_values) <= 20]
+               and t.intermediate_values and int(t.user_attrs["worker"].rpartition(":")[2]) in waiting]
     return running if len(running) >= want else None
 
 
-def _wait_for(predicate, timeout: float, what: str, process=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the study ended (exit code {process.returncode}) before {what}")
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def start_study(command, tmp_path, gate: Path) -> subprocess.Popen:
+    """The study in its own process group (a terminal's), stderr into a file (a full pipe would block it)."""
+    with open(tmp_path / "first.err", "w") as err:
+        return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                start_new_session=True, env=clean_env(gate))
 
 
 @pytest.mark.slow
@@ -160,21 +160,24 @@ def test_relaunch_after_sigkill_reports_the_stale_trials_fails_them_and_complete
     """The whole invocation (main process and its workers) is SIGKILLed while trials run; the same
     command again names each stale trial on stderr, fails it (retried), and ends the budget."""
     command, storage, tracking = script_command(tmp_path, KILL_SCRIPT, "--workers", str(workers))
-    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True, env=clean_env())
+    gate = tmp_path / "gate"
+    first = start_study(command, tmp_path, gate)
     try:
-        victims = _wait_for(lambda: _running_trials(storage, "relaunched", workers), 180,
-                            f"{workers} running trial(s)", first)
+        victims = wait_until(lambda: parked_trials(storage, "relaunched", gate, workers),
+                             f"{workers} trial(s) RUNNING and waiting at the gate", process=first)
         os.killpg(first.pid, signal.SIGKILL)  # the main process and every worker: nobody is left to clean up
-        first.communicate(timeout=60)
+        first.wait()
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
     assert first.returncode == -signal.SIGKILL
+    open_gate(gate)  # the relaunch runs its trials through
     stale = {t.number: t for t in load_trials(storage, "relaunched") if t.state == optuna.trial.TrialState.RUNNING}
     assert set(stale) >= {t.number for t in victims}
 
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=clean_env())
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=DEADLINE_S,
+                           env=clean_env(gate))
     assert again.returncode == 0, again.stderr[-5000:]
     assert alarms(again.stderr) == [], again.stderr[-5000:]
     for number, trial in stale.items():  # the report names each stale trial, its worker and what happens to it
@@ -219,7 +222,7 @@ def test_a_trial_asked_for_but_never_claimed_by_a_dead_worker_is_failed_at_the_n
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    storage, tracking = str(tmp_path / "optuna.journal"), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage, tracking = str(tmp_path / "optuna.journal"), sqlite_store(tmp_path)
     study = Study(name="unclaimed", seeds=1, n_trials=2, pruner="none", sampler="random",
                   base={"data": {"source": "moons", "n_samples": 200}, "model": {"hidden": [8]},
                         "training": {"epochs": 2}, "monitor": {"every": 1000}},
@@ -249,18 +252,22 @@ def test_an_interrupted_study_marks_its_running_trials_and_the_same_command_comp
     """The running trials end FAIL ("interrupted") in Optuna and KILLED in MLflow, each queued again; the
     same command again runs those first and completes the budget: no trial lost, none twice."""
     command, storage, tracking = script_command(tmp_path, KILL_SCRIPT, "--workers", "2")
-    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True, env=clean_env())
+    gate = tmp_path / "gate"
+    first = start_study(command, tmp_path, gate)
     try:
-        victims = _wait_for(lambda: _running_trials(storage, "relaunched", 2), 180, "2 running trials", first)
+        victims = wait_until(lambda: parked_trials(storage, "relaunched", gate, 2),
+                             "2 trials RUNNING and waiting at the gate", process=first)
         if how == "ctrl-c":
             os.killpg(first.pid, signal.SIGINT)  # a terminal sends SIGINT to every process of the group
         else:
             os.kill(first.pid, signal.SIGTERM)  # `kill MAIN`: the main process forwards it to its workers
-        out, err = first.communicate(timeout=120)
+        first.wait(DEADLINE_S)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    err = (tmp_path / "first.err").read_text()
+    open_gate(gate)
     assert first.returncode == 130, err[-5000:]
     assert alarms(err) == [], err[-5000:]
     trials = {t.number: t for t in load_trials(storage, "relaunched")}
@@ -276,7 +283,8 @@ def test_an_interrupted_study_marks_its_running_trials_and_the_same_command_comp
         run = client.get_run(victim.user_attrs["mlflow_run_id"])
         assert run.info.status == "KILLED" and run.data.tags["workbench.trial_state"] == "FAIL"
 
-    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=clean_env())
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=DEADLINE_S,
+                           env=clean_env(gate))
     assert again.returncode == 0, again.stderr[-5000:]
     assert alarms(again.stderr) == [], again.stderr[-5000:]
     trials = load_trials(storage, "relaunched")

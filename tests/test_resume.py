@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import sqlite_store
 
 from workbench.checkpoint import CHECKPOINT_FILE, RECORD_FILE, Checkpoint, restore, save_checkpoint
 from workbench.errors import UserError
@@ -121,7 +122,7 @@ def test_restore_without_checkpoint_is_a_user_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    return sqlite_store(tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +142,7 @@ def workbench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_interrupted_run_is_killed_with_a_checkpoint_then_resumes_to_the_same_result(store, killed):
     from mlflow import MlflowClient
 
@@ -211,6 +213,7 @@ def test_checkpoints_at_first_and_last_epoch_and_at_most_one_per_interval_betwee
         assert int(data["trainer.epoch"]) == 8  # the last epoch's checkpoint, whatever the interval
 
 
+@pytest.mark.slow
 def test_a_resumed_run_logs_the_same_statistics_as_an_uninterrupted_one(store):
     """Clipping fires on some steps only: the running clip/fraction and every logged statistic of the
     resumed run equal the uninterrupted run's, although the first attempt logged past its checkpoint."""

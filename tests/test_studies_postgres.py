@@ -3,7 +3,8 @@
 A real PostgreSQL server (Debian's `postgresql` package) is started on 127.0.0.1 with a throwaway
 data directory (as the `postgres` user when the tests run as root), and a real `mlflow server`
 whose backend store is a database on it. Two study processes, as on two machines, share the study;
-one is SIGKILLed mid-trial, and the other fails that trial once its heartbeat is stale and retries it.
+one is SIGKILLed mid-trial (its trial held at a gate until then, tests/support.py), and the other fails
+that trial once its heartbeat is stale and retries it.
 """
 
 from __future__ import annotations
@@ -13,25 +14,24 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from support import (DEADLINE_S, STUDY_GATE, free_port, gate_env, open_gate, parked, start_mlflow_server, stop_group,
+                     wait_until)
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-STUDY = """
+STUDY = STUDY_GATE + """
 from workbench.studies import Categorical, Study
 
 study = Study(
-    name="shared", seeds=1, n_trials=6, pruner="none",
-    base={"data": {"source": "digits"}, "model": {"hidden": [64, 64, 64]}, "training": {"epochs": 60},
+    name="shared", seeds=1, n_trials=6, pruner="none", trial_hooks=(Gate,),
+    base={"data": {"source": "moons", "n_samples": 200}, "model": {"hidden": [16]}, "training": {"epochs": 3},
           "monitor": {"every": 1}},
     space={"model.init": Categorical(["he_normal", "xavier_normal", "orthogonal"])},
 )
@@ -40,25 +40,9 @@ if __name__ == "__main__":
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def as_postgres_user(command: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: run its tools as the `postgres` user then."""
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +56,19 @@ def postgres():
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(data, user.pw_uid, user.pw_gid)
-    port = free_port()
     subprocess.run(as_postgres_user([str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "workbench",
                                      "--auth=trust", "--no-sync"]), check=True, capture_output=True)
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off -c max_connections=200"
-    subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-o", options,
-                                     "-l", str(data / "log"), "-w", "start"]), check=True, capture_output=True)
+    for _ in range(5):  # a free port, unless a test running beside this one takes it first
+        port = free_port()
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off -c max_connections=200"
+        started = subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-o", options,
+                                                   "-l", str(data / "log"), "-w", "-t", str(int(DEADLINE_S)),
+                                                   "start"]), capture_output=True, text=True)
+        if started.returncode == 0:
+            break
+    else:
+        log = data / "log"
+        raise AssertionError(f"PostgreSQL did not start: {started.stderr}{log.read_text()[-3000:] if log.exists() else ''}")
     try:
         for name in ("studies", "mlflow"):
             subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "workbench", name],
@@ -92,35 +83,11 @@ def postgres():
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory):
     """`mlflow server` on 127.0.0.1 with its backend store in PostgreSQL; stopped (whole group) at the end."""
-    tmp = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres("mlflow"),
-         "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"],
-        cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "w"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        assert proc.poll() is None, f"mlflow server exited with {proc.returncode}: {(tmp / 'server.log').read_text()}"
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), postgres("mlflow"), workers=2)
     try:
-        wait_until(healthy, 180, "the mlflow server")
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 def test_two_machines_share_a_study_and_a_killed_workers_trial_is_retried(postgres, mlflow_server, tmp_path):
@@ -131,29 +98,38 @@ def test_two_machines_share_a_study_and_a_killed_workers_trial_is_retried(postgr
     script.write_text(STUDY)
     storage = postgres("studies")
     command = [sys.executable, str(script), "--storage", storage, "--tracking-uri", mlflow_server,
-               "--heartbeat-interval", "1", "--grace-period", "8"]
-    machines = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 start_new_session=True) for _ in range(2)]
+               "--heartbeat-interval", "1", "--grace-period", "15"]
+    gate = tmp_path / "gate"
+    logs = [open(tmp_path / f"machine{k}.err", "w") for k in range(2)]
+    machines = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log, text=True,
+                                 start_new_session=True, env=gate_env(gate)) for log in logs]
+    for log in logs:
+        log.close()
     victim_proc, survivor = machines
     try:
-        def victims_running_trial():
+        def victims_parked_trial():
+            """The first machine's trial: RUNNING in the storage, its process waiting at the gate."""
+            if victim_proc.pid not in parked(gate):
+                return None
             try:
                 study = optuna.load_study(study_name="shared", storage=storage)
             except KeyError:
                 return None
             return next((t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
                          if t.user_attrs.get("worker", "").endswith(f":{victim_proc.pid}")
-                         and t.user_attrs.get("mlflow_run_id") and len(t.intermediate_values) <= 30), None)
+                         and t.user_attrs.get("mlflow_run_id") and t.intermediate_values), None)
 
-        # a trial of 60 epochs seen in its first half: the kill lands mid-trial even when polling is slow
-        victim = wait_until(victims_running_trial, 180, "a running trial of the first worker")
+        victim = wait_until(victims_parked_trial, "a trial of the first machine RUNNING at the gate",
+                            process=victim_proc)
         os.killpg(victim_proc.pid, signal.SIGKILL)
-        out, err = survivor.communicate(timeout=420)
+        open_gate(gate)
+        survivor.wait(DEADLINE_S)
     finally:
         for proc in machines:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    err = (tmp_path / "machine1.err").read_text()
     assert survivor.returncode == 0, err
 
     trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
@@ -164,7 +140,7 @@ def test_two_machines_share_a_study_and_a_killed_workers_trial_is_retried(postgr
     retry = next(t for t in trials if t.user_attrs.get("retry_of") == victim.number)
     assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == lost.params
     assert {t.user_attrs["worker"].rpartition(":")[2] for t in trials} >= {str(victim_proc.pid), str(survivor.pid)}
-    assert f"trial {victim.number} lost: no heartbeat for 8 s" in err
+    assert f"trial {victim.number} lost: no heartbeat for 15 s" in err
 
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("shared")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from support import DEADLINE_S, sqlite_store, wait_until
 
 import workbench
 from workbench.execute import execute
@@ -36,7 +37,7 @@ def small_spec(*overrides: str):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     """One SQLite store for the module (creating its tables takes seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    return sqlite_store(tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,7 @@ def artifact_paths(client, run_id: str, path: str | None = None) -> set[str]:
 
 
 # -- a finished run -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_finished_run_status_params_and_tags(finished, client):
     run = client.get_run(finished.run_id)
     assert finished.status == "FINISHED" and finished.exit_code == 0
@@ -86,10 +88,12 @@ def test_finished_run_status_params_and_tags(finished, client):
     assert "workbench.status_reason" not in tags and "mlflow.parentRunId" not in tags
 
 
+@pytest.mark.slow
 def test_every_metric_key_is_logged(finished, client):
     assert set(client.get_run(finished.run_id).data.metrics) == expected_keys()
 
 
+@pytest.mark.slow
 def test_epoch_metrics_at_the_global_step(finished, client):
     steps_per_epoch = finished.run.trainer.steps_per_epoch
     expected = [steps_per_epoch * (e + 1) for e in range(3)]
@@ -101,6 +105,7 @@ def test_epoch_metrics_at_the_global_step(finished, client):
     assert client.get_run(finished.run_id).data.metrics["test/accuracy"] == pytest.approx(finished.metrics["test/accuracy"])
 
 
+@pytest.mark.slow
 def test_per_step_metrics_follow_the_record_at_log_every(finished, client):
     record = finished.run.record
     steps = [int(s) for s in record.steps if s % 5 == 0]
@@ -113,6 +118,7 @@ def test_per_step_metrics_follow_the_record_at_log_every(finished, client):
     assert {m.value for m in client.get_metric_history(finished.run_id, CLIP_FRACTION)} == {0.0}
 
 
+@pytest.mark.slow
 def test_artifacts(finished, client):
     paths = artifact_paths(client, finished.run_id)
     assert {"spec.toml", "stats/record.npz", "model/weights.npz", "model/spec.toml"} <= paths
@@ -122,11 +128,13 @@ def test_artifacts(finished, client):
     assert client.get_run(finished.run_id).info.artifact_uri.startswith(root.as_uri())
 
 
+@pytest.mark.slow
 def test_spec_artifact_reproduces_the_spec(finished, client, tmp_path):
     local = client.download_artifacts(finished.run_id, "spec.toml", str(tmp_path))
     assert load_spec(local) == finished.run.spec
 
 
+@pytest.mark.slow
 def test_stats_artifact_is_the_full_record(finished, store):
     record = load_run_record(finished.run_id, store)
     live = finished.run.record
@@ -134,12 +142,14 @@ def test_stats_artifact_is_the_full_record(finished, store):
     np.testing.assert_array_equal(record.layer("grad_norm"), live.layer("grad_norm"))
 
 
+@pytest.mark.slow
 def test_reloaded_model_predicts_identically(finished, store):
     X = finished.run.data.X_test
     model = workbench.load_model(finished.run_id, tracking_uri=store)
     assert np.array_equal(model.predict(X), finished.run.model.predict(X))
 
 
+@pytest.mark.slow
 def test_load_model_reads_the_environment_uri(finished, store, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     X = finished.run.data.X_val
@@ -162,12 +172,14 @@ def test_load_model_from_a_missing_store_is_a_user_error(tmp_path):
     assert not db.exists()  # reading never creates a store
 
 
+@pytest.mark.slow
 def test_finished_run_is_diagnosed(finished, client):
     run = client.get_run(finished.run_id)
     assert finished.verdict and run.data.tags["workbench.verdict"] == finished.verdict
     assert {"diagnosis.json", "plots/diagnosis.png"} <= artifact_paths(client, finished.run_id)
 
 
+@pytest.mark.slow
 def test_a_verdict_set_before_finish_is_kept_and_plots_can_be_skipped(store, client):
     from workbench.runner import build_run
 
@@ -185,6 +197,7 @@ def test_a_verdict_set_before_finish_is_kept_and_plots_can_be_skipped(store, cli
 
 
 # -- failed runs ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_divergence_is_failed_with_reason_and_everything_logged(store, client):
     outcome = execute(small_spec(*DIVERGE), tracking_uri=store)
     assert outcome.status == "FAILED" and outcome.exit_code == 1
@@ -202,6 +215,7 @@ class Boom(Hook):
             raise RuntimeError("boom at step 50")
 
 
+@pytest.mark.slow
 def test_exception_is_failed_with_reason_and_reraised(store, client):
     spec = small_spec()
     with pytest.raises(RuntimeError, match="boom"):
@@ -214,6 +228,7 @@ def test_exception_is_failed_with_reason_and_reraised(store, client):
     assert "stats/record.npz" in artifact_paths(client, run.info.run_id)
 
 
+@pytest.mark.slow
 def test_finish_warns_instead_of_hiding_the_error(store, client, capsys):
     """A store that fails while saving must not replace the training error with its own."""
     from workbench.runner import build_run
@@ -239,28 +254,33 @@ def test_finish_warns_instead_of_hiding_the_error(store, client, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_is_killed_and_flushed(tmp_path, sig):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    """The run is signalled once MLflow shows it RUNNING with two epochs logged; it would train for hours
+    (a million epochs), so the signal lands mid-run on any machine."""
+    uri = sqlite_store(tmp_path)  # the store's tables exist before the run: made here, not concurrently
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri}
     env.pop("WORKBENCH_PROGRESS", None)
     args = [sys.executable, "-m", "workbench", "run", str(SPEC), "--json", "--quiet"]
-    for override in [*SMALL, "training.epochs=500"]:
+    for override in [*SMALL, f"training.epochs={EPOCHS_FOREVER}"]:
         args += ["--set", override]
     client = MlflowClient(uri)
-    client.search_experiments()  # create the store's tables here, not concurrently with the run
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(tmp_path / "run.out", "w") as out, open(tmp_path / "run.err", "w") as err:
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=err, text=True)
     try:
-        run_id, seen = wait_for_live_epochs(client, proc, epochs=2)
+        run_id, seen = wait_until(lambda: live_epochs(client, epochs=2), "a RUNNING run with 2 epochs logged",
+                                  process=proc, interval=0.2)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
+        proc.wait(DEADLINE_S)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+    out, err = (tmp_path / "run.out").read_text(), (tmp_path / "run.err").read_text()
     assert proc.returncode == 130, err
     assert out == "" and "interrupted" in err
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
     epochs = metric_steps(client, run_id, "epoch")
-    assert len(epochs) >= seen and len(epochs) < 500
+    assert len(epochs) >= seen and len(epochs) < EPOCHS_FOREVER
     record = load_run_record(run_id, uri)
     assert record.last_step >= epochs[-1] - 1
     assert metric_steps(client, run_id, "grad_norm/dense1") == [int(s) for s in record.steps if s % 5 == 0]
@@ -268,18 +288,16 @@ def test_interrupted_run_is_killed_and_flushed(tmp_path, sig):
     assert (tmp_path / "mlruns").is_dir()
 
 
-def wait_for_live_epochs(client, proc, epochs: int, timeout: float = 180.0) -> tuple[str, int]:
-    """Wait until the running process has logged `epochs` epoch metrics (live, while it trains)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1]
-        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-        if runs:
-            seen = len(client.get_metric_history(runs[0].info.run_id, "epoch"))
-            if seen >= epochs:
-                return runs[0].info.run_id, seen
-        time.sleep(0.5)
-    raise AssertionError("the run logged no epochs in time")
+EPOCHS_FOREVER = 1_000_000
+
+
+def live_epochs(client, epochs: int) -> tuple[str, int] | None:
+    """(run id, epochs logged) once the store's run is RUNNING with `epochs` epoch metrics, else None."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    if not runs or runs[0].info.status != "RUNNING":
+        return None
+    seen = len(client.get_metric_history(runs[0].info.run_id, "epoch"))
+    return (runs[0].info.run_id, seen) if seen >= epochs else None
 
 
 # -- pieces ---------------------------------------------------------------------------------------
@@ -290,13 +308,14 @@ def test_metric_logger_sends_chunks_and_non_finite_values(store, client):
     values[7, 0], values[8, 0] = np.nan, np.inf
     logger.put(MetricBlock(("a", "b"), values, np.arange(1250), int(time.time() * 1000)))
     logger.log({"c": 1.5}, step=3)
-    assert logger.close(timeout=120)
+    assert logger.close(timeout=DEADLINE_S)
     assert logger.sent == 2501 and logger.dropped == 0
     history = {m.step: m.value for m in client.get_metric_history(run_id, "a")}
     assert len(history) == 1250 and np.isnan(history[7]) and history[8] > 1e300 and history[9] == 18.0
     assert len(client.get_metric_history(run_id, "b")) == 1250
 
 
+@pytest.mark.slow
 def test_tracker_options_parent_name_tags_experiment(store, client):
     parent = client.create_run(ensure_experiment(client, "study")).info.run_id
     outcome = execute(small_spec("training.epochs=1"), tracking_uri=store, tracker_options={
@@ -347,6 +366,7 @@ PLOT_NAMES = ("loss.png", "gradient_flow.png", "grad_norms.png", "update_ratios.
               "grad_histograms.png", "gradient_flow.gif")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("child", ["draws", "crashes", "no-fork"])
 def test_plot_job_uploads_every_plot_whether_the_child_draws_them_or_not(tmp_path, monkeypatch, child):
     """The plots are drawn in a forked child while the rest uploads; a child that dies, or no fork at all,

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from support import DEADLINE_S, kill_group, start_mlflow_server, stop_group
 
 import workbench
 from workbench.execute import execute
@@ -27,59 +22,14 @@ SPEC = REPO / "experiments" / "digits_mlp.toml"
 SMALL = ["model.hidden=[32]", "training.epochs=2", "monitor.log_every=5", "early_stopping.enabled=false"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_health(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"mlflow server exited with {proc.returncode}"
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"mlflow server did not answer on {url}")
-
-
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_for_health(f"http://127.0.0.1:{port}", proc)
-    return proc
-
-
-def kill_server(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`mlflow server` proxying artifacts into a temporary folder; stopped (whole group) at the end."""
-    port = free_port()
-    proc = start_server(tmp_path_factory.mktemp("server"), port)
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("server"))
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            pass
-        kill_server(proc)
+        stop_group(proc)
 
 
 def test_run_logged_over_http(server, tmp_path):
@@ -119,7 +69,7 @@ def test_non_finite_values_over_http(server):
     logger = MetricLogger(client, run_id)
     values = np.array([[1.0], [np.nan], [np.inf], [-np.inf]])
     logger.put(MetricBlock(("x",), values, np.arange(4), int(time.time() * 1000)))
-    assert logger.close(timeout=120) and logger.dropped == 0
+    assert logger.close(timeout=DEADLINE_S) and logger.dropped == 0
     history = {m.step: m.value for m in client.get_metric_history(run_id, "x")}
     assert history[0] == 1.0 and np.isnan(history[1]) and history[2] > 1e300 and history[3] < -1e300
 
@@ -134,14 +84,13 @@ def test_server_killed_mid_run_training_goes_on_and_sync_uploads_everything(tmp_
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = start_server(tmp_path, port)
+    proc, url = start_mlflow_server(tmp_path)
+    port = int(url.rpartition(":")[2])
 
     class KillServer(Hook):
         def on_epoch_end(self, trainer, logs):
             if trainer.epoch == 4:
-                kill_server(proc)
+                kill_group(proc)
 
     try:
         spec = load_spec(SPEC, ["model.hidden=[32]", "training.epochs=12", "monitor.log_every=5",
@@ -156,7 +105,7 @@ def test_server_killed_mid_run_training_goes_on_and_sync_uploads_everything(tmp_
         spool = tmp_path / "offline" / outcome.run_id
         assert (spool / "journal.jsonl").is_file()
 
-        proc = start_server(tmp_path, port)  # the same store, back on the same port
+        proc, _ = start_mlflow_server(tmp_path, port=port)  # the same store, back on the same port
         assert main(["sync"]) == 0
         assert not spool.exists()
         client = MlflowClient(url)
@@ -175,4 +124,4 @@ def test_server_killed_mid_run_training_goes_on_and_sync_uploads_everything(tmp_
         assert np.array_equal(workbench.load_model(outcome.run_id, url).predict(X), outcome.run.model.predict(X))
         assert np.array_equal(load_run_record(outcome.run_id, url).steps, record.steps)
     finally:
-        kill_server(proc)
+        kill_group(proc)

@@ -8,11 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from support import DEADLINE_S, free_port, port_is_free, wait_until
 
 from workbench.cli.ui import default_artifact_root, is_loopback, server_command
 from workbench.execute import execute
@@ -20,12 +20,6 @@ from workbench.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "experiments" / "digits_mlp.toml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def workbench_ui(*args: str, cwd: Path) -> subprocess.Popen:
@@ -37,18 +31,13 @@ def workbench_ui(*args: str, cwd: Path) -> subprocess.Popen:
 
 def post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=120) as response:
         return json.load(response)
 
 
 def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as response:
+    with urllib.request.urlopen(url, timeout=120) as response:
         return json.load(response)
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 @pytest.mark.server
@@ -72,25 +61,23 @@ def test_ui_lists_the_runs_of_the_default_store(tmp_path, monkeypatch):
         assert [r["info"]["run_id"] for r in runs] == [run_id] and runs[0]["info"]["status"] == "FINISHED"
         listed = get(f"{url}/ajax-api/2.0/mlflow/artifacts/list?run_id={run_id}")  # what the UI's browser asks
         assert {"spec.toml", "model", "stats", "plots"} <= {f["path"] for f in listed["files"]}
-        with urllib.request.urlopen(f"{url}/get-artifact?path=spec.toml&run_uuid={run_id}", timeout=30) as response:
+        artifact = f"{url}/get-artifact?path=spec.toml&run_uuid={run_id}"
+        with urllib.request.urlopen(artifact, timeout=120) as response:
             assert b'name = "digits-mlp"' in response.read()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            _, err = proc.communicate(timeout=60)
+            _, err = proc.communicate(timeout=DEADLINE_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
     assert proc.returncode == 130, err
-    deadline = time.monotonic() + 15
-    while not port_is_free(port) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert port_is_free(port), "the mlflow server outlived `workbench ui`"
+    wait_until(lambda: port_is_free(port), "the port free again (the mlflow server ended with `workbench ui`)")
 
 
 def test_ui_on_a_server_uri_just_prints_it(tmp_path):
     proc = workbench_ui("--tracking-uri", "http://127.0.0.1:5999", cwd=tmp_path)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=DEADLINE_S)
     assert proc.returncode == 0 and out.strip() == "http://127.0.0.1:5999" and "server" in err
 
 
@@ -100,12 +87,12 @@ def test_ui_port_in_use_is_a_user_error(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         proc = workbench_ui("--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--port", str(port), cwd=tmp_path)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=DEADLINE_S)
         assert proc.returncode == 2 and out == "" and f"127.0.0.1:{port}" in err and "--port" in err
         assert "warning" not in err
         proc = workbench_ui("--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--port", str(port),
                             "--host", "0.0.0.0", cwd=tmp_path)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=DEADLINE_S)
     assert proc.returncode == 2 and "warning: the MLflow UI has no login" in err
 
 
