@@ -168,3 +168,15 @@ def test_an_mlp_record_has_no_recurrent_columns():
     run.trainer.fit()
     assert run.record.layer_stats() == list(LAYER_STATS)
     assert run.record.time_series() == [] and "recurrent" not in run.record.meta
+
+
+def test_dense_and_dropout_around_recurrent_layers_in_a_run():
+    """dense at every step -> lstm (every step) -> dropout -> gru -> dense -> relu -> output, trained end to end."""
+    layers = [{"type": "dense", "units": 6, "per_step": True}, {"type": "tanh"},
+              {"type": "lstm", "units": 5, "return_sequences": True}, {"type": "dropout", "rate": 0.2},
+              {"type": "gru", "units": 4}, {"type": "dense", "units": 4}, {"type": "relu"}]
+    run = adding_run(layers)
+    assert run.data.X_train.shape[1:] == (T, 2)
+    assert run.record.layers == ["dense1", "lstm1", "gru1", "dense2", "dense3"]
+    assert [name for _, name in run.record.time_series()] == ["lstm1", "gru1"]
+    assert np.isfinite(run.record.global_("loss")).all()

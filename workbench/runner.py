@@ -94,7 +94,7 @@ def _first_input_ndim(items: list[dict]) -> int | None:
     for item in items:
         if "body" in item:  # a container: its first layer decides
             return _first_input_ndim(item["body"])
-        ndim = LAYERS[item["type"]].input_ndim
+        ndim = 2 if item.get("per_step") else LAYERS[item["type"]].input_ndim  # a dense applied at every step
         if ndim is not None:
             return ndim
     return None
