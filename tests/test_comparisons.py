@@ -231,7 +231,7 @@ def test_the_report_marks_ties_and_intervals_on_a_constructed_case(stores, tmp_p
     rmsprop = next(line for line in lines if line.startswith("| - | rmsprop |"))
     assert "did not train" in rmsprop and "0/0/2 of 2" in rmsprop and "tuning: divergence x2" in rmsprop
     note = next(line for line in lines if line.startswith("- rmsprop did not train"))
-    assert "seed N: diverged: train/loss is nan at epoch N (x2)" in note and "0.1 to 0.2" in note
+    assert "'seed 0: diverged: train/loss is nan at epoch 0' (2 alike)" in note and "at any lr tried (0.1 to 0.2)" in note
     assert "Tied with it" in report.comparison and "momentum" in report.comparison
     assert report.extra_tags["workbench.best_arm"] == "adam" and report.extra_tags["workbench.tied_arms"] == "momentum"
     assert report.plots == ["confirmed_scores.png", "lr_sensitivity.png"]

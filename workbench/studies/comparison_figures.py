@@ -1,7 +1,7 @@
 """A comparison's two figures (matplotlib, Agg), drawn from its report.
 
 - `confirmed_scores_figure`: each arm's confirmed score on the fresh seeds, mean with its 95%
-  interval and the seeds as ticks, best first; the best arm's interval shaded; tied arms in green,
+  interval and the seeds as dots, best first; the best arm's interval shaded; tied arms in green,
   worse in grey, unstable in orange; arms that did not train (or are unfinished) named in words.
 - `sensitivity_figure`: each arm's tuning score against its tuned learning rate (the first numeric
   tuned key), one panel per value of the last compared factor (the optimizer), one line per value
@@ -62,14 +62,14 @@ def confirmed_scores_figure(report, comparison, path: Path) -> bool:
         else:
             ax.errorbar([interval.mean], [y], xerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
                         fmt="o", color=color, capsize=3, lw=1.5)
-        ax.plot(scores, [y] * len(scores), "|", color=color, alpha=0.7, ms=9)
+        ax.plot(scores, [y - 0.25] * len(scores), ".", color=color, alpha=0.7, ms=5)  # the seeds, under the bar
         if r.status == "unstable":
             ax.text(0.99, y, f"diverged on {len(r.failed_confirmations)} of {r.confirm_seeds} seeds",
                     transform=text_at, ha="right", va="center", fontsize=7, color=COLORS["unstable"])
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r.arm.label for r in reversed(rows)], fontsize=8)
     ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_xlabel(f"{report.score} on fresh seeds (mean, 95% t interval; ticks: seeds)")
+    ax.set_xlabel(f"{report.score} on fresh seeds (mean and 95% t interval; dots: the seeds)")
     ax.grid(axis="x", alpha=0.3)
     handles = [Line2D([], [], color=COLORS[k], marker="o", lw=1.5, label=k)
                for k in ("best", "tied", "worse", "untested", "unstable")

@@ -74,10 +74,14 @@ class ArmRow:
                        if t.state.is_finished())
 
     @property
+    def failed_tuning(self) -> list:
+        """The tuning trials that failed (diverged, stopped by the live diagnosis, raised), lost ones left out."""
+        return [t for t in self.trials if t.state.name == "FAIL" and not _retried(t, self.trials)]
+
+    @property
     def failure_reasons(self) -> Counter:
-        """The tuning trials' failure reasons, the seed and epoch numbers taken out so that alike ones count together."""
-        return Counter(_generic(t.user_attrs.get("failure_reason") or "failed") for t in self.trials
-                       if t.state.name == "FAIL" and not _retried(t, self.trials))
+        """The failed tuning trials' reasons, counted alike when they differ only in their numbers."""
+        return Counter(_generic(t.user_attrs.get("failure_reason") or "failed") for t in self.failed_tuning)
 
     @property
     def tuning_verdicts(self) -> Counter:
@@ -300,17 +304,16 @@ def arm_notes(report: ComparisonReport, comparison, settings) -> list[str]:
     notes = []
     for r in report.rows:
         if r.status == DID_NOT_TRAIN:
-            tried = _range_tried(r, comparison)
-            reasons = "; ".join(f"{reason} (x{k})" for reason, k in r.failure_reasons.most_common(3))
             verdicts = ", ".join(f"{v} x{k}" for v, k in r.tuning_verdicts.most_common())
-            notes.append(f"- {r.arm.label} did not train{tried}: {r.failed} of {r.budget} tuning trials failed, "
-                         f"{r.pruned} were pruned. Reasons: {reasons or 'none recorded'}. "
-                         f"Verdicts: {verdicts or 'none'}.")
-        elif r.status == UNSTABLE:
-            reasons = "; ".join(sorted({_generic(t.user_attrs.get('failure_reason') or 'failed')
-                                        for t in r.failed_confirmations}))
+            notes.append(f"- {r.arm.label} did not train{_range_tried(r.trials, comparison, ' at any {key} tried ({span})')}: "
+                         f"{r.failed} of {r.budget} tuning trials failed, {r.pruned} were pruned. Reasons: "
+                         f"{_reasons(r.failed_tuning) or 'none recorded'}. Verdicts: {verdicts or 'none'}.")
+        elif r.failed_tuning:
+            notes.append(f"- {r.arm.label}: {r.failed} of {r.budget} tuning trials failed"
+                         f"{_range_tried(r.failed_tuning, comparison, ' (at {key} {span})')}: {_reasons(r.failed_tuning)}.")
+        if r.status == UNSTABLE:
             notes.append(f"- {r.arm.label} diverged on {len(r.failed_confirmations)} of {r.confirm_seeds} fresh "
-                         f"seeds at its tuned setting: {reasons}.")
+                         f"seeds at its tuned setting: {_reasons(r.failed_confirmations)}.")
         elif r.status in (TUNING, CONFIRMING):
             notes.append(f"- {r.arm.label} is not finished ({score_cell(r)}): run the same command again.")
         if r.lost:
@@ -319,12 +322,25 @@ def arm_notes(report: ComparisonReport, comparison, settings) -> list[str]:
     return notes
 
 
-def _range_tried(r: ArmRow, comparison) -> str:
+def _range_tried(trials, comparison, phrase: str) -> str:
+    """`phrase` with {key} (short) and {span} ("0.001 to 0.1"): the first numeric tuned key's range over `trials`."""
     for key in comparison.space:
-        values = [t.params[key] for t in r.trials if key in t.params and isinstance(t.params[key], (int, float))]
+        values = [t.params[key] for t in trials if isinstance(t.params.get(key), (int, float))]
         if values:
-            return f" at any {short_key(key, list(comparison.space))} tried ({_value(min(values))} to {_value(max(values))})"
+            low, high = min(values), max(values)
+            span = _value(low) if low == high else f"{_value(low)} to {_value(high)}"
+            return phrase.format(key=short_key(key, list(comparison.space)), span=span)
     return ""
+
+
+def _reasons(trials, most: int = 3) -> str:
+    """The trials' failure reasons, alike ones (differing only in their numbers) once with their count."""
+    groups: dict[str, list[str]] = {}
+    for t in trials:
+        reason = t.user_attrs.get("failure_reason") or "failed"
+        groups.setdefault(_generic(reason), []).append(reason)
+    ranked = sorted(groups.values(), key=len, reverse=True)
+    return "; ".join(f"'{alike[0]}'" + (f" ({len(alike)} alike)" if len(alike) > 1 else "") for alike in ranked[:most])
 
 
 # -- files ------------------------------------------------------------------------------------------------
@@ -428,8 +444,8 @@ def _retried(trial, trials) -> bool:
 
 
 def _generic(reason: str) -> str:
-    """A failure reason with its numbers (epoch, seed, values) replaced, so that alike reasons count together."""
-    return re.sub(r"(epoch|seed|step) \d+", r"\1 N", reason)
+    """A failure reason with its numbers (epochs, seeds, values; not the digits of names like dense1) as N."""
+    return re.sub(r"(?<![A-Za-z_\d.])-?\d+(?:\.\d+)?(?:e-?\d+)?", "N", reason)
 
 
 def _ci(interval) -> str:
