@@ -68,9 +68,9 @@ def check_single_run(client: MlflowClient, run_id: str) -> None:
     assert experiment.tags[NOTE].startswith("The default experiment: an MLP on scikit-learn's 8x8 digits")
 
 
-def run_study(uri: str, tmp_path: Path):
+def run_study(uri: str, tmp_path: Path, register: str | None = None):
     return TINY_STUDY.run(n_trials=2, workers=1, storage=str(tmp_path / "optuna.journal"), tracking_uri=uri,
-                          quiet=True)
+                          quiet=True, register=register)
 
 
 def check_study(client: MlflowClient, result, journal: Path) -> None:
@@ -108,10 +108,17 @@ def test_single_run_on_sqlite(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / ".workbench").exists()  # the agent's journal is gone once everything is in the store
 
 
-def test_study_parent_and_children_on_sqlite(tmp_path, monkeypatch):
+def test_study_parent_and_children_on_sqlite_and_the_best_trial_registered(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = sqlite_store(tmp_path)
-    check_study(MlflowClient(uri), run_study(uri, tmp_path), tmp_path / "optuna.journal")
+    client = MlflowClient(uri)
+    result = run_study(uri, tmp_path, register="tiny-best")
+    check_study(client, result, tmp_path / "optuna.journal")
+    version = client.get_model_version("tiny-best", "1")
+    best = result.report.best
+    assert version.run_id == best.user_attrs["mlflow_run_id"]
+    assert version.tags["workbench.trial_number"] == str(best.number) and version.tags["workbench.study"] == "tiny-study"
+    assert version.tags["workbench.verdict"] and "test/accuracy" in version.tags
 
 
 # -- on a real mlflow server --------------------------------------------------------------------------------------

@@ -37,10 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from workbench.errors import UserError
     from workbench.execute import execute
     from workbench.spec import load_spec
-
-    from workbench.errors import UserError
 
     progress = not args.quiet and is_interactive()
     options = {}

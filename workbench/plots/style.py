@@ -77,6 +77,20 @@ def _decade(value: float, position=None) -> str:
     return {0: "1", 1: "10", 2: "100", -1: "0.1"}.get(exponent, f"1e{exponent}")
 
 
+def warm_up() -> None:
+    """Draw and save one small figure (fonts, text layout, a log axis, the one mathtext label), so that the
+    next figures, in this process or in one forked from it, start with those caches filled."""
+    import io
+
+    fig, (ax,) = new_figure(2.0, 1.5)
+    ax.plot([1, 2], [1, 10], label="warm")
+    log_axis(ax)
+    ax.set_title("warm up")
+    ax.set_ylabel(r"$\log_{10}$ x")
+    ax.legend()
+    fig.savefig(io.BytesIO(), dpi=DPI, format="png", pil_kwargs=PNG_OPTIONS)
+
+
 def layer_ticks(names: list[str], max_labels: int = MAX_TICK_LABELS) -> tuple[list[int], list[str]]:
     """Positions and labels for a layer axis: every layer, or every k-th one and the last."""
     n = len(names)

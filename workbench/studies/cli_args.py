@@ -57,5 +57,8 @@ def build_parser(prog: str, description: str, comparison: bool = False) -> argpa
     p.add_argument("--grace-period", type=positive_int, default=60,
                    help="RDB storage: seconds without heartbeat before a trial is failed and retried (default 60)")
     p.add_argument("--report-only", action="store_true", help="run no trial: rebuild the report from the storage")
+    p.add_argument("--register", metavar="NAME",
+                   help="register the best trial's model in the MLflow Model Registry as a new version of NAME "
+                        "(tagged with its verdict, test metrics and trial)")
     p.add_argument("--quiet", action="store_true", help="no per-trial lines on stderr")
     return p

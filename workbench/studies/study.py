@@ -132,14 +132,24 @@ class Study:
 
         return build_parser(prog, self.description or f"Optuna study {self.name}")
 
-    def run(self, *, report_only: bool = False, **options) -> StudyResult:
-        """Create or resume the study, run its remaining budget (none with `report_only`), report.
+    def run(self, *, report_only: bool = False, register: str | None = None, **options) -> StudyResult:
+        """Create or resume the study, run its remaining budget (none with `report_only`), report;
+        with `register`, register the best trial's model as a new version of that registered model.
 
         `options` are those of `settings` (the command line's): n_trials, workers, storage,
         tracking_uri, seeds, study_name, timeout, quick, sampler_seed, heartbeat_interval,
         grace_period, quiet, blas_threads.
         """
-        return execute_study(self, self.settings(**options), report_only=report_only)
+        if register is not None:
+            from workbench.tracking.registry import check_model_name
+
+            check_model_name(register)
+        result = execute_study(self, self.settings(**options), report_only=report_only)
+        if register is not None:
+            from workbench.tracking.registry import register_study_best
+
+            register_study_best(result.settings.tracking_uri, result.report, register)
+        return result
 
     # -- resolution ----------------------------------------------------------------------------------
     def settings(self, *, n_trials: int | None = None, workers: int = 1, storage: str | None = None,

@@ -59,12 +59,14 @@ from workbench.tracking.offline import (
     write_meta,
 )
 from workbench.tracking.uri import resolve_tracking_uri
-from workbench.training import FAILED, FINISHED, KILLED, Hook
+from workbench.training import FINISHED, KILLED, Hook
 from workbench.training.hooks import hook_priority
 
 PENDING = "pending-"
+TIMINGS_ENV = "WORKBENCH_TIMINGS"  # a file: each tracked run appends where its tracking time went (benchmarks)
 PULL_INTERVAL_S = 2.0  # within an epoch, hand new record rows over at most this often
 IDLE_WAIT_S = 0.05  # the agent's poll of the journal when it has nothing to do
+DRAW_SECONDS = ".seconds"  # how long the forked child drew (read back for the timings)
 PLOT_TIMEOUT_S = 120.0  # then the forked drawing is taken as hung and the agent draws itself
 EXIT_UNUSABLE_STORE = 2
 
@@ -180,6 +182,7 @@ class AgentTracker(Hook):
         self._gradients = None
         self._next_pull = 0.0
         self._started = self._finished = False
+        self.timings: dict[str, float] = {}  # this process's side of the end of the run
 
     @property
     def run_id(self) -> str | None:
@@ -187,7 +190,12 @@ class AgentTracker(Hook):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, run) -> None:
-        from workbench.tracking.tracker import _gradient_snapshot, planned_steps, start_operation, start_tags
+        from workbench.tracking.tracker import (
+            _gradient_snapshot,
+            planned_steps,
+            start_operation,
+            start_tags,
+        )
 
         tags = start_tags(run, spec_path=self.spec_path, run_name=self.run_name, parent_run_id=self.parent_run_id,
                           extra=self.extra_tags)
@@ -213,17 +221,30 @@ class AgentTracker(Hook):
         self._finished = True
         try:
             with _interrupts_deferred():
+                start = time.perf_counter()
                 self._hand_over_end(run if run is not None else self._run, result, status, reason)
+                handed = time.perf_counter()
                 outcome = self.agent.close()
+                self.timings["hand-over (record, model, diagnosis and its figure)"] = handed - start
+                self.timings["waiting for the agent"] = time.perf_counter() - handed
         except KeyboardInterrupt:
             _warn(f"interrupted again: the tracking agent completes run {self.run_id} in the background")
             raise
         self._report(outcome)
+        self._save_timings(outcome)
         if self.agent.fatal:
             raise UserError(self.agent.fatal)
         return self.verdict
 
+    def _save_timings(self, outcome: dict) -> None:
+        path = os.environ.get(TIMINGS_ENV)
+        if path:
+            with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"main": {k: round(v, 3) for k, v in self.timings.items()},
+                                    "agent": outcome.get("timings") or {}}) + "\n")
+
     def _hand_over_end(self, run, result, status: str, reason: str | None) -> None:
+        from workbench.tracking.describe import TAG_NOTE
         from workbench.tracking.tracker import (
             TAG_STATUS_REASON,
             TAG_VERDICT,
@@ -232,7 +253,6 @@ class AgentTracker(Hook):
             example_rows,
             final_note,
         )
-        from workbench.tracking.describe import TAG_NOTE
 
         for handle in self._handles:
             handle.remove()
@@ -326,7 +346,9 @@ class AgentTracker(Hook):
         except ImportError:
             return None
         try:
+            start = time.perf_counter()
             diagnosis = diagnose_record(record, spec=self.spec, run_id=self.run_id)
+            self.timings["diagnosis"] = time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - the run is logged without a verdict
             _warn(f"could not diagnose the run: {type(exc).__name__}: {exc}")
             return None
@@ -338,7 +360,9 @@ class AgentTracker(Hook):
                 from workbench.diagnose.figure import save_diagnosis_figure
 
                 (folder / "figure").mkdir()
+                start = time.perf_counter()
                 save_diagnosis_figure(folder / "figure" / "diagnosis.png", record, diagnosis)
+                self.timings["diagnosis figure"] = time.perf_counter() - start
                 self.agent.write({"op": "log_artifacts", "artifact_path": "plots"}, folder / "figure")
             except Exception as exc:  # noqa: BLE001 - the run keeps its other figures
                 _warn(f"could not draw the diagnosis figure: {type(exc).__name__}: {exc}")
@@ -446,6 +470,7 @@ class Agent:
         self._partial = b""
         self._warm = False
         self._announced = False
+        self.timings: dict[str, float] = {}  # seconds spent, by what (the agent's result carries them)
 
     # -- reading the journal ---------------------------------------------------------------------
     def read(self) -> int:
@@ -503,6 +528,14 @@ class Agent:
 
     def apply(self, index: int, op: dict) -> bool:
         """Apply one operation with retries; False when the store stopped answering (offline now)."""
+        what = "store: create run" if op["op"] == "create_run" else TIMING_NAMES.get(op["op"], "store: other")
+        with self.timed(what):
+            return self._apply(index, op)
+
+    def timed(self, what: str):
+        return _Timed(self.timings, what)
+
+    def _apply(self, index: int, op: dict) -> bool:
         if op["op"] == "create_run":
             return self.create_run(index, op)
         for delay in (*RETRY_DELAYS_S, None):
@@ -576,6 +609,10 @@ class Agent:
 
     def finish_plots(self) -> None:
         """Wait for the drawing children and upload their figures (drawing here what a child did not)."""
+        with self.timed("figures: waiting for the drawing child, uploading"):
+            self._finish_plots()
+
+    def _finish_plots(self) -> None:
         from workbench.tracking.replay import draw_plots
 
         for index, (process, folder, op) in sorted(self.plots.items()):
@@ -586,6 +623,10 @@ class Agent:
             try:
                 if process.exitcode != 0:
                     draw_plots(folder, self.directory / op["files"], self.directory / op["record_op"])
+                with contextlib.suppress(OSError, ValueError):
+                    seconds = float((folder / DRAW_SECONDS).read_text())
+                    self.timings["figures: drawn in the forked child"] = seconds
+                    (folder / DRAW_SECONDS).unlink()
                 if any(folder.glob("*.png")) and self.offline_since is None:
                     for delay in (*RETRY_DELAYS_S, None):
                         try:
@@ -613,7 +654,7 @@ class Agent:
         if self._warm:
             return
         self._warm = True
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), self.timed("warm-up: importing matplotlib, mlflow.pyfunc"):
             import mlflow.pyfunc  # noqa: F401
 
             import workbench.plots  # noqa: F401
@@ -658,6 +699,23 @@ class Agent:
                 f.write(json.dumps(op) + "\n")
 
 
+TIMING_NAMES = {"metric_block": "store: metrics", "log_batch": "store: metrics", "log_model": "model: MLflow Model + upload",
+                "log_artifacts": "store: artifacts", "log_plots": "figures: drawn here", "set_tag": "store: tags",
+                "set_terminated": "store: status", "register_model": "store: registry"}
+
+
+class _Timed:
+    def __init__(self, timings: dict, what: str) -> None:
+        self.timings, self.what = timings, what
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.timings[self.what] = self.timings.get(self.what, 0.0) + time.perf_counter() - self.start
+
+
 class Unusable(Exception):
     """The store cannot be used at all: the run cannot be created."""
 
@@ -666,7 +724,9 @@ def _draw_plots(folder: Path, inputs: Path, record_folder: Path) -> None:
     from workbench.tracking.replay import draw_plots
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    start = time.perf_counter()
     draw_plots(folder, inputs, record_folder)
+    (folder / DRAW_SECONDS).write_text(f"{time.perf_counter() - start:.4f}")
 
 
 def describe(op: dict) -> str:
@@ -692,7 +752,8 @@ def main(argv: list[str] | None = None) -> int:
     lock = open(directory / LOCK, "a")
     fcntl.flock(lock, fcntl.LOCK_EX)  # the one uploader of this journal (`workbench sync` waits)
     agent = Agent(directory)
-    import mlflow  # noqa: F401  (while the training process loads its data)
+    with agent.timed("import mlflow"):
+        import mlflow  # noqa: F401  (while the training process loads its data)
 
     main_gone = False
     stdin = sys.stdin.buffer
@@ -700,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
         while not agent.terminated:
             agent.read()
             if agent.ops and agent.client is None:
-                agent.open_store()
+                with agent.timed("store: open"):
+                    agent.open_store()
             if agent.client is not None and agent.step():
                 continue
             if main_gone:
@@ -717,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"state": "uploaded", "run_id": None}
         else:
             result = agent.close(main_gone and not agent.terminated)
+        result["timings"] = {k: round(v, 3) for k, v in agent.timings.items()}
     except Unusable as exc:
         shutil.rmtree(directory, ignore_errors=True)
         remove_empty_parents(directory)

@@ -26,8 +26,14 @@ an image model, (N, C, H, W).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import hashlib
+import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +87,12 @@ def _load_pyfunc(path: str) -> WorkbenchPyfunc:
 
 
 def save_model(folder: str | Path, model, spec_toml: str, example: np.ndarray | None) -> Path:
-    """Write the `model/` folder: MLmodel (signature inferred from `example` rows and the outputs), weights, spec."""
-    import mlflow.pyfunc
+    """Write the `model/` folder: MLmodel (signature inferred from `example` rows and the outputs), weights, spec.
+
+    The MLflow files depend only on the signature, the example rows, the metadata and the environment:
+    a process that saves many models of one shape (a study's trials) writes them once and copies them,
+    with a new model uuid and time, beside each model's own weights.
+    """
     from mlflow.models import infer_signature
 
     from workbench import __version__
@@ -96,12 +106,53 @@ def save_model(folder: str | Path, model, spec_toml: str, example: np.ndarray | 
     metadata = {"workbench_version": __version__, "task": meta.get("task"), "loss": meta.get("loss")}
     if meta.get("classes"):
         metadata["classes"] = [str(c) for c in meta["classes"]]
-    with quiet("mlflow.pyfunc", "mlflow.models"):  # "Validating input example against model signature"
-        mlflow.pyfunc.save_model(str(folder), loader_module=__name__, signature=signature,
-                                 input_example=input_example, pip_requirements=requirements(), metadata=metadata)
+    key = hashlib.sha1(json.dumps([signature.to_dict() if signature is not None else None, metadata,
+                                   requirements()], sort_keys=True, default=str).encode())
+    if input_example is not None:
+        key.update(input_example.tobytes())
+    template = _template(key.hexdigest(), signature, input_example, metadata)
+    shutil.copytree(template, folder)
+    _renew_identity(folder / "MLmodel")
     model.save(folder / WEIGHTS_FILE)
     (folder / SPEC_FILE).write_text(spec_toml, encoding="utf-8")
     return folder
+
+
+_TEMPLATES: dict[str, Path] = {}  # key of the MLflow files -> a folder holding them
+MAX_TEMPLATES = 8
+
+
+def _template(key: str, signature, input_example, metadata: dict) -> Path:
+    """The MLflow files of a model (MLmodel, environment, input example), written by MLflow once per key."""
+    import mlflow.pyfunc
+
+    found = _TEMPLATES.get(key)
+    if found is not None and found.is_dir():
+        return found
+    if len(_TEMPLATES) >= MAX_TEMPLATES:
+        shutil.rmtree(_TEMPLATES.pop(next(iter(_TEMPLATES))).parent, ignore_errors=True)
+    root = Path(tempfile.mkdtemp(prefix="workbench-pyfunc-"))
+    atexit.register(shutil.rmtree, root, True)
+    with quiet("mlflow.pyfunc", "mlflow.models"):  # "Validating input example against model signature"
+        mlflow.pyfunc.save_model(str(root / "model"), loader_module=__name__, signature=signature,
+                                 input_example=input_example, pip_requirements=list(requirements()), metadata=metadata)
+    _TEMPLATES[key] = root / "model"
+    return root / "model"
+
+
+def _renew_identity(mlmodel: Path) -> None:
+    """A copied MLmodel gets its own model uuid and creation time."""
+    import datetime
+    import uuid
+
+    lines = mlmodel.read_text(encoding="utf-8").splitlines()
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    for i, line in enumerate(lines):
+        if line.startswith("model_uuid:"):
+            lines[i] = f"model_uuid: {uuid.uuid4().hex}"
+        elif line.startswith("utc_time_created:"):
+            lines[i] = f"utc_time_created: '{now}'"
+    mlmodel.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 @contextlib.contextmanager
@@ -118,7 +169,8 @@ def quiet(*names: str):
             logger.setLevel(level)
 
 
-def requirements() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def requirements() -> tuple[str, ...]:
     """numpy and mlflow at the versions of this environment (workbench itself is not on a package index)."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -128,4 +180,4 @@ def requirements() -> list[str]:
             found.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
             found.append(name)
-    return found
+    return tuple(found)

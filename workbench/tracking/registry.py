@@ -3,7 +3,8 @@
     version = register_model(client, run_id, "digits-classifier", registry_tags(verdict, metrics))
     mlflow.pyfunc.load_model("models:/digits-classifier/1")     # or: mlflow models serve -m models:/...
 
-`workbench run --register NAME` and a study's `--register NAME` (its best trial) call it.
+`workbench run --register NAME` and a study's `--register NAME` (its best trial: `register_study_best`)
+call it.
 """
 
 from __future__ import annotations
@@ -50,3 +51,35 @@ def register_model(client, run_id: str, name: str, tags: dict | None = None, des
     tags = {**(tags or {}), TAG_RUN: run_id}
     return client.create_model_version(name, source=f"runs:/{run_id}/model", run_id=run_id,
                                        tags={k: str(v) for k, v in tags.items()}, description=description)
+
+
+def study_best_trial(report):
+    """The study's best trial (a comparison: the best arm's best tuning trial), or None."""
+    best = getattr(report, "best", None)
+    row = getattr(report, "best_row", None)
+    if best is None and row is not None:
+        best = getattr(row, "best", None)
+    return best
+
+
+def register_study_best(tracking_uri: str, report, name: str):
+    """Register the model of the study's best trial; returns the ModelVersion (a UserError when no trial completed)."""
+    import sys
+
+    from workbench.tracking.describe import TAG_NOTE
+    from workbench.tracking.experiments import open_client
+
+    best = study_best_trial(report)
+    run_id = (best.user_attrs or {}).get("mlflow_run_id") if best is not None else None
+    if not run_id:
+        raise UserError(f"--register {name}: the study has no completed trial with a tracked run to register")
+    client = open_client(tracking_uri)
+    run = client.get_run(run_id)
+    tags = registry_tags(run.data.tags.get(TAG_VERDICT), run.data.metrics, run.info.status)
+    tags.update({"workbench.study": run.data.tags.get("workbench.study", ""),
+                 "workbench.trial_number": str(best.number), "workbench.trial_value": f"{best.value:.6g}"})
+    version = register_model(client, run_id, name, tags, run.data.tags.get(TAG_NOTE))
+    print(f"registered the best trial's model (trial {best.number}, run {run_id}) as {name} version "
+          f"{version.version}: mlflow models serve -m models:/{name}/{version.version} --env-manager local",
+          file=sys.stderr, flush=True)
+    return version

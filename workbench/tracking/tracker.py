@@ -50,9 +50,19 @@ import numpy as np
 from workbench.errors import UserError
 from workbench.spec.toml_writer import format_value
 from workbench.tracking import artifacts
-from workbench.tracking.describe import TAG_NOTE, experiment_description, run_description
+from workbench.tracking.describe import (
+    TAG_NOTE,
+    experiment_description,
+    run_description,
+)
 from workbench.tracking.experiments import open_client
-from workbench.tracking.metric_feed import CLIP_FRACTION, GLOBAL_METRICS, HIDDEN_ONLY, LAYER_METRICS, MetricFeed
+from workbench.tracking.metric_feed import (
+    CLIP_FRACTION,
+    GLOBAL_METRICS,
+    HIDDEN_ONLY,
+    LAYER_METRICS,
+    MetricFeed,
+)
 from workbench.tracking.metric_logger import MetricLogger
 from workbench.tracking.offline import ResilientClient, bound_http_retries
 from workbench.tracking.uri import resolve_tracking_uri
