@@ -10,6 +10,10 @@
    and over the whole command (start-up, worker spawn and the report included). Target: >= 1.7x.
    "s per trial" is a trial's own wall time; "CPU cores busy" is the CPU time of the study's
    processes over the command's wall time: below 2 with 2 workers means the cores were shared.
+   The 1-worker run (trials in this process) also splits a trial's time into training (`Trainer.fit`,
+   its hooks and the metric sender thread included) and the rest, the per-trial fixed cost (data,
+   model, the MLflow run's creation, model, record, diagnosis and status, Optuna's bookkeeping),
+   in wall and CPU seconds.
 2. Pruning: the same quick study and budget with the median pruner and without, 1 worker, the same
    sampler seed: epochs trained, best value, wall time.
 
@@ -47,10 +51,41 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+class FitClock:
+    """Wall and CPU seconds spent in `Trainer.fit` in this process while installed (a 1-worker study)."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self.calls = 0
+
+    def __enter__(self):
+        from workbench.training.trainer import Trainer
+
+        self.original = original = Trainer.fit
+        clock = self
+
+        def fit(trainer, *args, **kwargs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return original(trainer, *args, **kwargs)
+            finally:
+                clock.wall += time.perf_counter() - wall
+                clock.cpu += time.process_time() - cpu
+                clock.calls += 1
+
+        Trainer.fit = fit
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from workbench.training.trainer import Trainer
+
+        Trainer.fit = self.original
+
+
 def run_once(study, *, n_trials: int, workers: int, sampler_seed: int = 0, quick: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="study-bench-") as tmp:
         cpu_before, start = cpu_seconds(), time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):  # the study's own report
+        with contextlib.redirect_stdout(io.StringIO()), FitClock() as clock:  # the study's own report
             result = study.run(n_trials=n_trials, workers=workers, quick=quick, quiet=True, sampler_seed=sampler_seed,
                                storage=str(Path(tmp) / "optuna.journal"), tracking_uri=f"sqlite:///{tmp}/mlflow.db")
         wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_before
@@ -61,8 +96,14 @@ def run_once(study, *, n_trials: int, workers: int, sampler_seed: int = 0, quick
         trials = optuna.load_study(study_name=result.study_name, storage=storage).get_trials()
     span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
     report = result.report
-    return {"workers": workers, "trials": len(trials), "wall_s": wall, "optimization_s": span, "cpu_s": cpu,
-            "cores_used": cpu / wall, "trial_s": sum(t.user_attrs.get("seconds", 0) for t in trials) / len(trials),
+    trial_s = sum(t.user_attrs.get("seconds", 0) for t in trials) / len(trials)
+    fixed = {}
+    if workers == 1 and clock.calls:  # the trials ran in this process: their training was timed
+        fixed = {"fit_wall_s": clock.wall / len(trials), "fit_cpu_s": clock.cpu / len(trials),
+                 "fixed_wall_s": trial_s - clock.wall / len(trials),
+                 "cpu_per_trial_s": cpu / len(trials), "fixed_cpu_s": cpu / len(trials) - clock.cpu / len(trials)}
+    return {**fixed, "workers": workers, "trials": len(trials), "wall_s": wall, "optimization_s": span, "cpu_s": cpu,
+            "cores_used": cpu / wall, "trial_s": trial_s,
             "trials_per_min": 60 * len(trials) / span, "trials_per_min_wall": 60 * len(trials) / wall,
             "epochs": report.epochs_total, "best": report.best.value if report.best else None,
             "pruned": report.counts["PRUNED"], "failed": report.counts["FAIL"], "complete": report.counts["COMPLETE"]}
@@ -97,6 +138,13 @@ def main() -> None:
             print(f"| {r['workers']} | {r['trials']} | {r['optimization_s']:.1f} | {r['trials_per_min']:.1f} | "
                   f"{r['wall_s']:.1f} | {r['trials_per_min_wall']:.1f} | {r['trial_s']:.2f} | {r['cores_used']:.2f} |")
         print(f"\nspeed-up with 2 workers: {speedup:.2f}x over the optimization, {wall_speedup:.2f}x over the command")
+        one = rows[0]
+        if "fit_wall_s" in one:
+            print(f"\nA trial's time, 1 worker (mean over {one['trials']} trials): {one['trial_s']:.2f} s wall, of which "
+                  f"training {one['fit_wall_s']:.2f} s and not training (the fixed cost) {one['fixed_wall_s']:.2f} s "
+                  f"({one['fixed_wall_s'] / one['trial_s']:.0%}); CPU {one['cpu_per_trial_s']:.2f} s a trial (the "
+                  f"command's, start-up and report included), of which training {one['fit_cpu_s']:.2f} s and not "
+                  f"training {one['fixed_cpu_s']:.2f} s")
         out["scaling"] = {"rows": rows, "speedup": speedup, "speedup_command": wall_speedup}
     if not args.skip_pruning:
         rows = [run_once(dataclasses.replace(study, pruner=p), n_trials=args.pruning_trials, workers=1)

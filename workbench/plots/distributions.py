@@ -5,8 +5,8 @@
   pass; growing: exploding. The output layer's value is the std of the logits. A second
   panel shows the dead (relu) or saturated (tanh, sigmoid) fraction when the record has it.
 - `gradient_histograms`: one small histogram per layer of dL/dW at the end of
-  training (the last batch), log counts, NaN/Inf counted in the panel title; at most
-  `MAX_HISTOGRAMS` panels (evenly spaced layers, the first and the last among them).
+  training (the last batch), log counts, NaN/Inf counted in the panel title; beyond
+  `MAX_HISTOGRAMS` layers, one image with a row per layer.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from workbench.plots.style import NONFINITE_COLOR, depth_colors, layer_ticks, lo
 DEAD_ACTIVATIONS = ("relu",)
 SATURATING_ACTIVATIONS = ("tanh", "sigmoid")
 LOG_STD_RANGE = 30.0  # a log y axis once the std spans more than this factor across depth
-MAX_HISTOGRAMS = 8  # panels of `gradient_histograms`: a grid that never grows with depth
+MAX_HISTOGRAMS = 8  # panels of `gradient_histograms`; deeper models: one image (no grid that grows with depth)
 
 
 def activation_std_by_depth(record, *, moments: int = 5) -> Figure:
@@ -85,31 +85,29 @@ def activation_std_by_depth(record, *, moments: int = 5) -> Figure:
 
 
 def gradient_histograms(gradients, *, bins: int = 61, max_panels: int = MAX_HISTOGRAMS) -> Figure:
-    """Small multiples: a histogram of each layer's dL/dW values (log counts), at most `max_panels` of them.
+    """Each layer's dL/dW values: small multiples of histograms (log counts) for up to `max_panels` layers,
+    else one image, layers (input at top) x value (each row scaled to its own largest |dL/dW|), colour =
+    log count: one axes whatever the depth.
 
-    An odd number of bins centres one on zero. `gradients` maps layer name (or "dense1.W"-style parameter name) to its gradient array,
-    or is a `GradientSnapshot` (whose step goes into the title). Not `model.gradients()`
-    after training: the optimizer step overwrites those buffers with the step taken.
-    Deeper models show evenly spaced layers, the first and the last among them.
+    An odd number of bins centres one on zero. `gradients` maps layer name (or "dense1.W"-style parameter
+    name) to its gradient array, or is a `GradientSnapshot` (whose step goes into the title). Not
+    `model.gradients()` after training: the optimizer step overwrites those buffers with the step taken.
     """
     step = getattr(gradients, "step", None)
     grads = _weight_gradients(getattr(gradients, "gradients", gradients))
     if not grads:
         raise ValueError("no weight gradients to plot")
+    if len(grads) > max_panels:
+        return _gradient_image(grads, step, bins)
     names = list(grads)
-    if len(names) > max_panels:
-        picks = np.unique(np.round(np.linspace(0, len(names) - 1, max_panels)).astype(int))
-        shown = {names[i]: grads[names[i]] for i in picks}
-    else:
-        shown = grads
+    shown = grads
     n = len(shown)
     ncols = min(4, n)
     nrows = -(-n // ncols)
     fig, axes = new_figure(max(7.0, 3.3 * ncols), 2.6 * nrows + 0.7, nrows=nrows, ncols=ncols,
                            margins=(0.65, 0.2, 0.7, 0.5), wspace=0.35, hspace=0.55)
     when = f"step {step}, the last backward pass" if step is not None else "the last backward pass"
-    which = f", {n} of {len(grads)} layers" if n < len(grads) else ""
-    fig.suptitle(f"Final weight gradients dL/dW per layer ({when}{which})", fontweight="bold")
+    fig.suptitle(f"Final weight gradients dL/dW per layer ({when})", fontweight="bold")
     colors = depth_colors(len(grads))
     for ax, name in zip(axes, shown):
         color = colors[names.index(name)]
@@ -142,6 +140,45 @@ def gradient_histograms(gradients, *, bins: int = 61, max_panels: int = MAX_HIST
         ax.xaxis.get_offset_text().set_fontsize(7.5)
     for ax in axes[n:]:
         ax.set_visible(False)
+    return fig
+
+
+def _gradient_image(grads: dict[str, np.ndarray], step, bins: int) -> Figure:
+    """Histograms of every layer as rows of one image (each row over its own [-max|g|, max|g|])."""
+    import matplotlib as mpl
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    names = list(grads)
+    counts = np.zeros((len(names), bins))
+    spans, bad = [], []
+    for i, name in enumerate(names):
+        g = np.asarray(grads[name], dtype=float).ravel()
+        finite = g[np.isfinite(g)]
+        bad.append(g.size - finite.size)
+        span = float(np.abs(finite).max()) if finite.size else 0.0
+        spans.append(span)
+        if finite.size:
+            counts[i], _ = np.histogram(finite / (span or 1.0), bins=bins, range=(-1.0, 1.0))
+    logs = np.log10(counts + 1.0)
+    cmap, norm = mpl.colormaps["magma"], Normalize(0.0, max(float(logs.max()), 1.0))
+    rgba = cmap(norm(logs), bytes=True)
+    for i in np.flatnonzero(np.array(bad) > 0):
+        rgba[i, :2] = np.round(np.array(mpl.colors.to_rgba(NONFINITE_COLOR)) * 255).astype(np.uint8)
+    fig, (ax,) = new_figure(10, max(3.4, 0.16 * min(len(names), 80) + 2.0), margins=(0.9, 1.9, 0.7, 0.6))
+    ax.imshow(rgba, aspect="auto", interpolation="nearest", extent=(-1.0, 1.0, len(names) - 0.5, -0.5))
+    positions, labels = layer_ticks(names)
+    ax.set_yticks(positions, labels, fontsize=8)
+    side = ax.secondary_yaxis("right")
+    side.set_yticks(positions, [f"±{spans[i]:.1e}" + (f", {bad[i]} NaN/Inf" if bad[i] else "") for i in positions],
+                    fontsize=7.5)
+    side.tick_params(length=0)
+    ax.set_xlabel("dL/dW value / the layer's largest |dL/dW|  (right: that largest value)")
+    ax.set_ylabel("layer (input at top)")
+    when = f"step {step}, the last backward pass" if step is not None else "the last backward pass"
+    ax.set_title(f"Final weight gradients dL/dW of {len(names)} layers ({when})", fontsize=10)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.12, fraction=0.04)
+    bar.set_label("log10 (count + 1)", fontsize=8)
     return fig
 
 

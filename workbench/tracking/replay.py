@@ -123,6 +123,9 @@ def log_batch(client, run_id: str, metrics: list, params: list, tags: list) -> N
         client.log_batch(run_id, params=head_params, synchronous=True)
 
 
+_EXPERIMENT_IDS: dict[tuple[str, str], str] = {}  # (tracking URI, experiment name) -> id, in this process
+
+
 def create_run(client, op: dict) -> tuple[str, str]:
     """The experiment (created with its note when missing), the run, its name, params, tags, spec.toml,
     dataset and first description; returns (run id, experiment id). A run whose setup fails after it
@@ -132,9 +135,20 @@ def create_run(client, op: dict) -> tuple[str, str]:
     from workbench.tracking.describe import single_run_name
     from workbench.tracking.experiments import ensure_experiment
 
-    experiment_id = ensure_experiment(client, op["experiment"], description=op.get("experiment_note"))
     tags = dict(op.get("tags") or {})
-    run = client.create_run(experiment_id, tags=tags, run_name=op.get("run_name"))
+    key = (str(getattr(client, "tracking_uri", "")), op["experiment"])
+    experiment_id = _EXPERIMENT_IDS.get(key)  # a study's worker creates many runs in one experiment
+    try:
+        if experiment_id is None:
+            experiment_id = ensure_experiment(client, op["experiment"], description=op.get("experiment_note"))
+        run = client.create_run(experiment_id, tags=tags, run_name=op.get("run_name"))
+    except Exception:
+        if key not in _EXPERIMENT_IDS:
+            raise
+        del _EXPERIMENT_IDS[key]  # deleted or renamed since: look it up again (and say so if it is gone)
+        experiment_id = ensure_experiment(client, op["experiment"], description=op.get("experiment_note"))
+        run = client.create_run(experiment_id, tags=tags, run_name=op.get("run_name"))
+    _EXPERIMENT_IDS[key] = experiment_id
     run_id = run.info.run_id
     try:
         extra_tags = []
