@@ -36,6 +36,7 @@ import argparse
 import itertools
 import math
 import time
+import warnings
 from pathlib import Path
 
 import _common  # noqa: F401  (puts the repository root on sys.path)
@@ -50,7 +51,9 @@ from classic_experiments import (
     train,
 )
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
+from workbench.diagnose.thresholds import EXPLODING_RATIO
 from workbench.nn.batchnorm import BatchNorm
 from workbench.nn.model import build_network
 from workbench.nn.residual import Residual
@@ -60,9 +63,10 @@ EXPERIMENTS = ("degradation", "veit", "shattered", "cnn")
 
 
 def nanmedian(values, axis=0):
-    values = np.asarray(values, np.float64)
-    with np.errstate(all="ignore"):
-        return np.nanmedian(values, axis=axis) if np.isfinite(values).any() else np.full(values.shape[1 - axis], np.nan)
+    """np.nanmedian without the warning for all-NaN columns (the output layer has no dead fraction)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(np.asarray(values, np.float64), axis=axis)
 
 
 def full_train_loss(run) -> tuple[float, float]:
@@ -74,9 +78,10 @@ def full_train_loss(run) -> tuple[float, float]:
     return float(loss), error
 
 
-def layer_profile(record, stat: str, rows: np.ndarray) -> np.ndarray:
-    """Median over the chosen rows of a per-layer statistic (one value per layer with weights)."""
-    return nanmedian(np.asarray(record.layer(stat), np.float64)[rows])
+def moving_mean(steps: np.ndarray, values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Moving mean over `window` records (fewer when the record is shorter), with the step of each window's end."""
+    window = max(1, min(window, len(values)))
+    return steps[window - 1:], np.convolve(np.asarray(values, np.float64), np.ones(window) / window, mode="valid")
 
 
 # ----------------------------------------------------------------------------- 1. degradation (He et al. 2016)
@@ -149,16 +154,22 @@ def degradation(results_dir: Path, args, shared: dict) -> dict:
                          "grad_norm_step0": gn[0].tolist()}
         hidden_last = nanmedian(ratio[last])[:-1]
         gn_last = nanmedian(gn[last])
-        rows.append([DEGRADATION_ARMS[arm][0], fmt(ratio[0, 0]), fmt(nanmedian(ratio[last])[0]),
+        above = np.flatnonzero(ratio[:, 0] > EXPLODING_RATIO)
+        profiles[arm]["steps_first_layer_above_exploding_ratio"] = record.steps[above].tolist()
+        rows.append([DEGRADATION_ARMS[arm][0], fmt(ratio[0, 0]),
+                     f"{len(above)} of {len(record)}" + (f" (steps {record.steps[above[0]]}-{record.steps[above[-1]]})" if len(above) else ""),
+                     fmt(nanmedian(ratio[last])[0]),
                      f"{fmt(hidden_last.min())} .. {fmt(hidden_last.max())}",
                      f"{fmt(gn_last[:-1].min())} .. {fmt(gn_last[:-1].max())}", fmt(gn_last[-1]),
                      findings_line(entries[arm]["diagnosis"])])
     out["gradient_flow"] = profiles
     print("\n### Degradation: gradient flow, ||dL/ds_i|| / ||dL/ds_output|| (back-propagated gradient relative to the "
           "output layer's) and ||dL/dW_i||\n")
-    table_flow = markdown_table(["arm", "first layer / output, step 0", "first layer / output, last epoch (median)",
+    table_flow = markdown_table(["arm", "first layer / output, step 0",
+                                 f"recorded steps with first layer / output > {fmt(EXPLODING_RATIO)} (diagnose's exploding ratio)",
+                                 "first layer / output, last epoch (median)",
                                  "hidden layers / output, last epoch (min .. max)",
-                                 "hidden ||dL/dW||, last epoch (min .. max)", "output ||dL/dW||", "diagnose"], rows)
+                                 "hidden ‖dL/dW‖, last epoch (min .. max)", "output ‖dL/dW‖", "diagnose"], rows)
     print(table_flow)
     diagnosis = entries["degradation_plain32"]["diagnosis"]
     if diagnosis is not None:
@@ -171,22 +182,22 @@ def degradation(results_dir: Path, args, shared: dict) -> dict:
               "degradation_res8": "#aec7e8", "degradation_res32": "#1f77b4"}
     for arm, (label, depth, residual) in DEGRADATION_ARMS.items():
         record = entries[arm]["record"]
-        loss = np.asarray(record.global_("loss"), np.float64)
-        window = 10
-        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-        ax_loss.semilogy(record.steps[window - 1:], smooth, color=colors[arm], ls="-" if residual else "--",
+        steps, smooth = moving_mean(record.steps, record.global_("loss"), 10)
+        ax_loss.semilogy(steps, smooth, color=colors[arm], ls="-" if residual else "--",
                          lw=1.4 if depth == 32 else 1.0, label=label)
         profile = profiles[arm]
         x = np.arange(1, len(profile["layers"]) + 1)
         ax_bp.semilogy(x, profile["backprop_ratio_last_epoch"], "o-" if residual else "s--", ms=3,
-                       color=colors[arm], label=label)
+                       color=colors[arm], label=f"{label}, last epoch")
+        if depth == 32:
+            ax_bp.semilogy(x, profile["backprop_ratio_step0"], ":", lw=1.2, color=colors[arm], label=f"{label}, step 0")
         ax_gn.semilogy(x, profile["grad_norm_last_epoch"], "o-" if residual else "s--", ms=3, color=colors[arm],
                        label=label)
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training batch loss (moving mean of 10 records)")
     ax_loss.set_title("Training loss: plain 32 above plain 8", fontsize=10)
     ax_bp.set_xlabel("layer with weights (input → output)")
-    ax_bp.set_ylabel("‖dL/ds_i‖ / ‖dL/ds_output‖, last epoch median")
+    ax_bp.set_ylabel("‖dL/ds_i‖ / ‖dL/ds_output‖ (last epoch: median)")
     ax_bp.set_title("Back-propagated gradient through depth", fontsize=10)
     ax_gn.set_xlabel("layer with weights (input → output)")
     ax_gn.set_ylabel("‖dL/dW_i‖, last epoch median")
@@ -196,7 +207,11 @@ def degradation(results_dir: Path, args, shared: dict) -> dict:
         ax.legend(fontsize=8)
     fig.suptitle(f"He et al. (2016) degradation, CPU-sized: MLPs of width 64 with batch norm on MNIST, "
                  f"SGD + momentum, {epochs} epochs", fontsize=11)
-    save_figure(fig, "degradation", results_dir)
+    if args.degradation_epochs:  # not the committed budget: the figure stays with this run's results
+        fig.savefig(results_dir / f"degradation_{epochs}_epochs.png", dpi=90)
+        print(f"  figure {(results_dir / f'degradation_{epochs}_epochs.png').relative_to(REPO_ROOT)}")
+    else:
+        save_figure(fig, "degradation", results_dir)
     return out
 
 
@@ -325,6 +340,8 @@ def veit(results_dir: Path, args, shared: dict) -> dict:
     ax_n.set_title(f"(a) number of paths of length k: C({n}, k)", fontsize=10)
     ax_n.set_xlabel("path length k (residual bodies on the path)")
     ax_n.set_ylabel("paths")
+    for ax in (ax_n, ax_mag, ax_share):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for name, p in profiles.items():
         color, style = styles.get(name, ("#9467bd", "d-"))
         kk = np.arange(p["blocks"] + 1)
@@ -592,12 +609,8 @@ def cnn(results_dir: Path, args, shared: dict) -> dict:
     ax_acc.set_title("Validation accuracy per epoch", fontsize=10)
     layer_colors = ["#440154", "#21918c", "#e66101", "#d62728"]
     for j, name in enumerate(record.layers):
-        window = 5
-        series = bp[:, j] / bp[:, -1]
-        smooth = np.convolve(series, np.ones(window) / window, mode="valid")
-        ax_bp.semilogy(record.steps[window - 1:], smooth, color=layer_colors[j % 4], lw=1, label=name)
-        smooth = np.convolve(gn[:, j], np.ones(window) / window, mode="valid")
-        ax_gn.semilogy(record.steps[window - 1:], smooth, color=layer_colors[j % 4], lw=1, label=name)
+        ax_bp.semilogy(*moving_mean(record.steps, bp[:, j] / bp[:, -1], 5), color=layer_colors[j % 4], lw=1, label=name)
+        ax_gn.semilogy(*moving_mean(record.steps, gn[:, j], 5), color=layer_colors[j % 4], lw=1, label=name)
     ax_bp.set_xlabel("step")
     ax_bp.set_ylabel("‖dL/ds_i‖ / ‖dL/ds_output‖")
     ax_bp.set_title(f"Back-propagated gradient per layer (seed {seeds[0]})", fontsize=10)
