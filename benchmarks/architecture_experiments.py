@@ -1,6 +1,7 @@
 """Classic experiments on architectures (residual, convolutional), CPU-sized, from the specs in experiments/.
 
-    .venv/bin/python benchmarks/architecture_experiments.py                        # all four
+    .venv/bin/python benchmarks/architecture_experiments.py                        # all four: 55 min wall on 2 busy
+                                                                                   # shared cores (CNN: ~170 s CPU a seed)
     .venv/bin/python benchmarks/architecture_experiments.py --only veit,shattered  # one, or a comma list
     .venv/bin/python benchmarks/architecture_experiments.py --only cnn --seeds 0,1,2,3,4
 
@@ -368,7 +369,7 @@ def veit(results_dir: Path, args, shared: dict) -> dict:
 # ----------------------------------------------------------------------------- 3. Balduzzi et al. 2017
 SHATTER_WIDTH = 200  # their 200-unit rectifier layers
 SHATTER_POINTS = 256  # 256 inputs equally spaced in [-2, 2]
-SHATTER_RUNS = 20  # random initializations averaged (their Fig. 2 averages 20)
+SHATTER_RUNS = 20  # random initializations averaged per depth
 SHATTER_DEPTHS = (1, 2, 4, 8, 16, 24, 50)
 SHATTER_LAGS = (1, 2, 4, 8, 16, 32, 64)
 
