@@ -8,6 +8,8 @@ from workbench.errors import UserError
 from workbench.tracking.uri import artifact_root, resolve_tracking_uri
 
 NOTE_TAG = "mlflow.note.content"  # an experiment's (or a run's) description in the MLflow UI
+# What the MLflow UI opens an experiment on: model training (the runs table), not GenAI's traces overview.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def open_client(tracking_uri: str | None = None):
@@ -27,7 +29,8 @@ def ensure_experiment(client, name: str, description: str | None = None) -> str:
 
     On a local SQLite store a new experiment keeps its artifacts in `<db folder>/mlruns/<name>`
     (see `workbench.tracking.uri`); elsewhere the store's or server's default applies.
-    `description` becomes the experiment's note (its page's description) unless it has one already.
+    `description` becomes the experiment's note (its page's description) unless it has one already;
+    the experiment is marked as model training (`KIND_TAG`), so the MLflow UI opens it on its runs table.
     """
     from mlflow.exceptions import MlflowException
 
@@ -35,7 +38,7 @@ def ensure_experiment(client, name: str, description: str | None = None) -> str:
     if experiment is None:
         root = artifact_root(client.tracking_uri)
         location = (root / experiment_folder(name)).as_uri() if root is not None else None
-        tags = {NOTE_TAG: description} if description else None
+        tags = {KIND_TAG: KIND, **({NOTE_TAG: description} if description else {})}
         try:
             return client.create_experiment(name, artifact_location=location, tags=tags)
         except MlflowException as exc:
@@ -49,6 +52,9 @@ def ensure_experiment(client, name: str, description: str | None = None) -> str:
             f"MLflow experiment '{name}' was deleted in {client.tracking_uri}: restore it "
             f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or set another name"
         )
-    if description and not (experiment.tags or {}).get(NOTE_TAG):
+    tags = experiment.tags or {}
+    if description and not tags.get(NOTE_TAG):
         client.set_experiment_tag(experiment.experiment_id, NOTE_TAG, description)
+    if not tags.get(KIND_TAG):
+        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND)
     return experiment.experiment_id
