@@ -8,7 +8,8 @@ from workbench.errors import UserError
 from workbench.tracking.uri import artifact_root, resolve_tracking_uri
 
 NOTE_TAG = "mlflow.note.content"  # an experiment's (or a run's) description in the MLflow UI
-# What the MLflow UI opens an experiment on: model training (the runs table), not GenAI's traces overview.
+# MLflow's experiment kind: model training (the runs table), not GenAI (traces). UIs up to MLflow 3.x open an
+# experiment on the view its kind names; 3.17's starts on its own GenAI / Model training switch instead.
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
@@ -30,7 +31,7 @@ def ensure_experiment(client, name: str, description: str | None = None) -> str:
     On a local SQLite store a new experiment keeps its artifacts in `<db folder>/mlruns/<name>`
     (see `workbench.tracking.uri`); elsewhere the store's or server's default applies.
     `description` becomes the experiment's note (its page's description) unless it has one already;
-    the experiment is marked as model training (`KIND_TAG`), so the MLflow UI opens it on its runs table.
+    the experiment is marked as model training (`KIND_TAG`).
     """
     from mlflow.exceptions import MlflowException
 
