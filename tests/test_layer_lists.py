@@ -174,3 +174,26 @@ def test_nan_guard_names_the_nested_layer_where_the_forward_pass_broke():
     run.model.layer("res1.res1.dense1").params["W"][0, 0] = np.nan
     result = run.trainer.fit()
     assert result.status == "FAILED" and "at layer res1.res1.dense1" in result.reason
+
+
+@pytest.mark.parametrize("shape,items", [
+    ((3,), [{"type": "dense", "units": 4}, {"type": "batch_norm"}, {"type": "tanh"}]),
+    ((2, 5, 5), [{"type": "conv2d", "filters": 3, "kernel": 3}, {"type": "batch_norm"}, {"type": "tanh"},
+                 {"type": "flatten"}]),
+])
+def test_batch_norm_backward_after_evaluation_is_the_fixed_maps_gradient(shape, items):
+    """Found by the Balduzzi experiment: backward after an eval forward reused the training batch's cache."""
+    model = build_network(items, shape, 2, dtype="float64", rng=np.random.default_rng(0))
+    model.layers[0].input_grad = True
+    rng = np.random.default_rng(1)
+    model.forward(rng.standard_normal((8, *shape)), training=True)  # moves the running statistics
+    x = rng.standard_normal((5, *shape)) + 2.0
+    weights = rng.standard_normal((5, 2))
+    model.forward(x, training=False)
+    grad = model.backward(weights)
+    numeric = np.zeros_like(x)
+    for index in np.ndindex(*x.shape):
+        step = np.zeros_like(x)
+        step[index] = 1e-6
+        numeric[index] = (np.sum(model.predict(x + step) * weights) - np.sum(model.predict(x - step) * weights)) / 2e-6
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)

@@ -12,6 +12,10 @@ one mean, variance, gamma and beta per channel, the sums taken over (N, H, W):
 the same formulas with every pixel a row, N above becoming N H W (as
 `torch.nn.BatchNorm2d`; the running variance is unbiased over those N H W values).
 The flat path is left exactly as it was (runs of MLPs stay bit-identical).
+
+Backward after an evaluation-mode forward (attributions, a fixed trained network) is
+that of the fixed affine map y = gamma (x - running_mean) / sqrt(running_var + eps) + beta
+(as PyTorch's eval mode): dx = g gamma / sqrt(running_var + eps), dgamma = sum(g xhat), dbeta = sum(g).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class BatchNorm(Layer):
         self.running_var = np.ones(size, dtype)
         self.momentum = float(momentum)
         self.eps = float(eps)
+        self._evaluated: np.ndarray | None = None
 
     @classmethod
     def from_config(cls, name, config, input_shape, ctx):
@@ -56,6 +61,7 @@ class BatchNorm(Layer):
         return "batchnorm"
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        self._evaluated = None if training else x  # backward after evaluation: the fixed affine map
         if x.ndim == 4:
             return self._forward_images(x, training)
         if training:
@@ -75,6 +81,8 @@ class BatchNorm(Layer):
         return xhat * self.params["gamma"] + self.params["beta"]
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._evaluated is not None:
+            return self._backward_evaluation(grad_out)
         if grad_out.ndim == 4:
             return self._backward_images(grad_out)
         xhat, n = self._xhat, grad_out.shape[0]
@@ -126,6 +134,17 @@ class BatchNorm(Layer):
         out += grad * (scale * count)
         out -= scale * sum_g
         return out.reshape(n, height, width, c).transpose(0, 3, 1, 2)
+
+    def _backward_evaluation(self, grad_out: np.ndarray) -> np.ndarray:
+        """The gradient of the fixed map of evaluation mode (running statistics are constants)."""
+        x = self._evaluated
+        shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+        axes = (0, 2, 3) if x.ndim == 4 else (0,)
+        inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).reshape(shape)
+        xhat = (x - self.running_mean.reshape(shape)) * inv_std
+        self.grads["gamma"][...] = (grad_out * xhat).sum(axis=axes)
+        self.grads["beta"][...] = grad_out.sum(axis=axes)
+        return grad_out * (self.params["gamma"].reshape(shape) * inv_std)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"running_mean": self.running_mean, "running_var": self.running_var}

@@ -195,8 +195,10 @@ class Conv2D(Layer):
             patches = self._patches(x[start : start + chunk], cache=training)
             rows = slice(start * oh * ow, min(n, start + chunk) * oh * ow)
             np.matmul(patches.T if c < OFFSET_MAJOR_BELOW else patches, kernel, out=out[rows])
-        if training:
-            self._x_shape, self._patch_matrix = x.shape, patches
+        # backward needs this batch's patches (after an evaluation forward too: attributions, fixed networks);
+        # an evaluation batch convolved in several chunks keeps its input and rebuilds them if asked
+        self._x_shape, self._patch_matrix = x.shape, patches if chunk >= n else None
+        self._input = None if chunk >= n else x
         return out.reshape(n, oh, ow, filters).transpose(0, 3, 1, 2)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
@@ -205,6 +207,8 @@ class Conv2D(Layer):
         filters = grad_out.shape[1]
         grad = grad_out.transpose(0, 2, 3, 1).reshape(n * oh * ow, filters)  # G: a view when channels-last
         patches, size = self._patch_matrix, k * k * c
+        if patches is None:
+            patches = self._patches(self._input, cache=False)
         # X^T G, (k k C [+1], F), a contraction over every output pixel. Its longer side goes first (the GEMM's
         # rows): OpenBLAS splits rows among threads and hands the columns' packed panels between them, a wait
         # per panel, which on a busy machine made the wide-columns order 5-10x slower at 2 threads.
