@@ -1,8 +1,8 @@
 """Gradients of a chosen model output with respect to the input, by the model's own backward pass.
 
-The layers cache what their backward pass needs only in a training-mode forward pass,
-and two of them compute something else in training mode: dropout drops units and batch
-norm uses the batch's statistics. `evaluation_with_gradients(model)` makes a
+Not every layer keeps what its backward pass needs after an evaluation-mode forward pass
+(max pooling records its argmax only in training mode), and two of them compute something
+else in training mode: dropout drops units and batch norm uses the batch's statistics. `evaluation_with_gradients(model)` makes a
 training-mode pass compute the evaluation-mode function (what `model.predict` computes)
 while keeping every cache:
 
