@@ -203,7 +203,7 @@ def profile(run: Ours, steps: int) -> dict:
     total = timings["step total"]
     loops = timings["forward loop"] + timings["backward loop"]
     call = numpy_call_cost()
-    calls_forward, calls_backward = 13, 21  # numpy calls per time step in LSTM._steps / _back_steps (+ views)
+    calls_forward, calls_backward = 12, 19  # numpy calls per time step in LSTM._steps / _back_steps
     rows = {
         "per-step GEMMs (h U, da U^T)": step_gemm,
         "element-wise work and Python in the loops over time": loops - step_gemm,

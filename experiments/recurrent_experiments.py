@@ -8,7 +8,8 @@ a spec file in this folder, run at a few sequence lengths and seeds, diagnosed, 
 3. le: Le, Jaitly & Hinton (2015): a relu rnn with identity recurrent init (IRNN) against a tanh rnn
    on the adding problem (le_adding_{irnn,tanh}.toml), lengths 30, 60.
 4. saxe: Saxe et al. (2014): orthogonal against Gaussian recurrent init (saxe_{orthogonal,normal}.toml):
-   the horizon at step 0 and after training.
+   the horizon after training (saxe) and at initialization over 5 seeds at T = 50 and 200 (saxe_init:
+   one epoch at lr 1e-12, so the horizon is a median over many batches of the initial weights).
 
     .venv/bin/python experiments/recurrent_experiments.py                      # all four, 2 worker processes
     .venv/bin/python experiments/recurrent_experiments.py --only pascanu,saxe --workers 1
@@ -76,6 +77,13 @@ def jobs(only: set[str], quick: bool, seeds: int | None) -> list[dict]:
     if "saxe" in only:
         for arm, spec in (("orthogonal", "saxe_orthogonal"), ("normal", "saxe_normal")):
             add("saxe", arm, spec, (50,), n, 10)
+    if "saxe_init" in only:  # the gradient through time at initialization: one epoch at lr 1e-12, many batches
+        for arm, spec in (("orthogonal", "saxe_orthogonal"), ("normal", "saxe_normal")):
+            for T in (50, 200):
+                for seed in range(seeds or (2 if quick else 5)):
+                    out.append({"experiment": "saxe_init", "arm": arm, "spec": spec, "T": T, "seed": seed,
+                                "overrides": [f"data.sequence_length={T}", f"seed={seed}", "optimizer.lr=1e-12",
+                                              "training.epochs=1", "data.n_samples=500"]})
     return out
 
 
@@ -140,6 +148,7 @@ def summarize(job: dict, spec, record, trained: dict) -> dict:
     ratio = np.asarray(record.series("time_grad_ratio", layer), dtype=float)
     tail = slice(max(0, len(record) - 40), len(record))
     return {
+        "horizon_median": float(np.nanmedian(horizon)), "ratio_median": float(np.nanmedian(ratio)),
         **{k: job[k] for k in ("experiment", "arm", "spec", "T", "seed", "overrides")}, **trained,
         "baseline": base, "score": score, "error": error, "solved": bool(solved),
         "verdict": diagnosis.verdict, "verdicts": diagnosis.verdicts,
@@ -178,7 +187,7 @@ def summary_table(results: list[dict], experiment: str, classification: bool) ->
     for (arm, T), runs in sorted(grouped(results, experiment).items(), key=lambda kv: (kv[0][1], kv[0][0])):
         runs = sorted(runs, key=lambda r: r["seed"])
         scores = " ".join(fmt(100 * r["score"] if classification else r["score"]) for r in runs)
-        verdicts = ", ".join(sorted({r["verdict"] for r in runs}))
+        verdicts = "; ".join(" + ".join(r["verdicts"]) or "healthy" for r in runs)
         episodes = " ".join(str(len(r["episodes"])) for r in runs)
         horizon = " ".join(f"{fmt(r['horizon_start'])}->{fmt(r['horizon_end'])}" for r in runs)
         rows.append([arm, T, f"{sum(r['solved'] for r in runs)}/{len(runs)}", scores, fmt(runs[0]["baseline"]["loss"]),
@@ -186,6 +195,18 @@ def summary_table(results: list[dict], experiment: str, classification: bool) ->
     what = "test accuracy % per seed" if classification else "test MSE per seed"
     return table(["arm", "T", "solved", what, "baseline loss", "horizon start->end", "episodes", "verdicts",
                   "seconds"], rows)
+
+
+def init_table(results: list[dict]) -> str:
+    """saxe_init: the horizon and the time ratio at initialization (medians over an epoch of batches), per seed."""
+    rows = []
+    for (arm, T), runs in sorted(grouped(results, "saxe_init").items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        runs = sorted(runs, key=lambda r: r["seed"])
+        horizons = [r["horizon_median"] for r in runs]
+        rows.append([arm, T, " ".join(fmt(h) for h in horizons), f"{fmt(min(horizons))}-{fmt(max(horizons))}",
+                     " ".join(fmt(r["ratio_median"], 2) for r in runs), " ".join(fmt(r["sv_start"]) for r in runs)])
+    return table(["arm", "T", "horizon at init per seed (steps)", "range", "time ratio (first / last step) per seed",
+                  "largest singular value per seed"], rows)
 
 
 # -- figures ----------------------------------------------------------------------------------------------------
@@ -303,9 +324,21 @@ def figure_pair(results: list[dict], experiment: str, arms: tuple[str, str], tit
 
 def figure_saxe(results: list[dict], path: Path) -> None:
     groups = grouped(results, "saxe")
-    fig = _figure(1, 3)
-    axes = fig.subplots(1, 3)
+    fig = _figure(1, 4)
+    axes = fig.subplots(1, 4)
     colors = {"orthogonal": "#1f77b4", "normal": "#d62728"}
+    init = grouped(results, "saxe_init")
+    lengths = sorted({T for _, T in init})
+    for (arm, T), runs in init.items():
+        i = lengths.index(T)
+        k = 0 if arm == "orthogonal" else 1
+        horizons = [r["horizon_median"] / (T - 1) for r in runs]
+        axes[3].scatter(np.full(len(horizons), i + (k - 0.5) * 0.2), horizons, color=colors[arm], s=20,
+                        label=arm if i == 0 else None)
+    axes[3].set_xticks(range(len(lengths)), [f"T = {T}" for T in lengths])
+    axes[3].set_ylabel("horizon / (T - 1)")
+    axes[3].set_title("at initialization, one dot per seed (median over an epoch of batches)", fontsize=9)
+    axes = axes[:3]
     for (arm, T), runs in groups.items():
         for r in sorted(runs, key=lambda r: r["seed"]):
             s = r["series"]
@@ -327,9 +360,10 @@ def figure_saxe(results: list[dict], path: Path) -> None:
     axes[1].set_xlabel("training step")
     axes[2].set_title("log10 ||dL/dh_t|| / ||dL/dh_T|| by time step", fontsize=9)
     axes[2].set_xlabel("time step t")
-    for ax in axes:
-        ax.legend(fontsize=7)
-    fig.suptitle("Saxe et al. (2014): orthogonal against Gaussian recurrent initialization (tanh rnn, adding, T = 50)",
+    for ax in (*axes, fig.axes[3]):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle("Saxe et al. (2014): orthogonal against Gaussian recurrent initialization (tanh rnn, adding)",
                  fontsize=11)
     fig.savefig(path)
 
@@ -353,7 +387,7 @@ def rediagnose(path: Path, only: set[str]) -> list[dict]:
 
 
 # -- main -------------------------------------------------------------------------------------------------------
-EXPERIMENTS = ("pascanu", "hochreiter", "le", "saxe")
+EXPERIMENTS = ("pascanu", "hochreiter", "le", "saxe", "saxe_init")
 
 
 def main(argv=None) -> int:
@@ -388,6 +422,8 @@ def main(argv=None) -> int:
     for name, classification in (("pascanu", True), ("hochreiter", False), ("le", False), ("saxe", False)):
         if name in only:
             print(f"## {name}\n\n{summary_table(results, name, classification)}\n")
+    if "saxe_init" in only:
+        print(f"## saxe_init\n\n{init_table(results)}\n")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"recurrent_experiments-{stamp}.json"
@@ -406,7 +442,7 @@ def main(argv=None) -> int:
             figure_pair(results, "le", ("irnn", "tanh rnn"),
                         "Le, Jaitly & Hinton (2015): IRNN against a tanh RNN on the adding problem",
                         FIGURES / "recurrent_le.png")
-        if "saxe" in only:
+        if "saxe" in only or "saxe_init" in only:
             figure_saxe(results, FIGURES / "recurrent_saxe.png")
         print(f"figures in {FIGURES}")
     return 0
