@@ -166,20 +166,21 @@ def test_an_arm_whose_trials_all_diverge_is_reported_as_not_training_with_its_re
                                  tune={"optimizer.lr": Float(0.05, 0.2, log=True)})
     result = comparison.run(**stores)
 
-    assert arm_budgets(stores["storage"], comparison) == {"1.0": Counter(COMPLETE=2), "100.0": Counter(FAIL=2)}
+    assert arm_budgets(stores["storage"], comparison) == {"init_scale=1.0": Counter(COMPLETE=2),
+                                                         "init_scale=100.0": Counter(FAIL=2)}
     rows = {r.arm.label: r for r in result.report.rows}
-    assert rows["1.0"].status == "confirmed" and rows["100.0"].status == "did not train"
-    assert [r.arm.label for r in result.report.rows] == ["1.0", "100.0"]  # listed, after the ranked arms
+    assert rows["init_scale=1.0"].status == "confirmed" and rows["init_scale=100.0"].status == "did not train"
+    assert [r.arm.label for r in result.report.rows] == ["init_scale=1.0", "init_scale=100.0"]  # after the ranked
     assert not [t for t in stored_trials(stores["storage"], confirmation_study_name("diverge"))
-                if t.user_attrs["arm"] == "100.0"]
+                if t.user_attrs["arm"] == "init_scale=100.0"]
     text = result.report.markdown
     line = next(line for line in text.splitlines() if line.startswith("| - | 100.0 |"))
     assert "did not train" in line and "0/0/2 of 2" in line
-    note = next(line for line in text.splitlines() if line.startswith("- 100.0 did not train"))
+    note = next(line for line in text.splitlines() if line.startswith("- init_scale=100.0 did not train"))
     assert "at any lr tried" in note and "2 of 2 tuning trials failed" in note and "non-finite" in note
-    assert "Did not train at any setting tried: 100.0" in result.report.comparison
+    assert "Did not train at any setting tried: init_scale=100.0" in result.report.comparison
     summary = report_json(stores["tracking_uri"], result.parent_run_id)
-    failed = next(a for a in summary["arms"] if a["arm"] == "100.0")
+    failed = next(a for a in summary["arms"] if a["arm"] == "init_scale=100.0")
     assert failed["status"] == "did not train" and any("non-finite" in r for r in failed["failure_reasons"])
     assert result.exit_code == 0
 

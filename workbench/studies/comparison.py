@@ -138,9 +138,17 @@ class Comparison(Study):
         return "minimize" if self.score.endswith("loss") else "maximize"
 
     def arms(self) -> list[Arm]:
+        """Every combination of the compared values, labelled "he_normal+adam" (words stand alone; a number or
+        a flag says which key it sets: "batch_norm=True+early_stopping.enabled=False")."""
+        from workbench.studies.report import short_key
+
         keys = list(self.compare)
         combos = itertools.product(*(self.compare[k].checked_values() for k in keys))
-        return [Arm(i, dict(zip(keys, values)), ARM_SEPARATOR.join(label(v) for v in values))
+
+        def part(key, value) -> str:
+            return label(value) if isinstance(value, str) else f"{short_key(key, keys)}={label(value)}"
+
+        return [Arm(i, dict(zip(keys, values)), ARM_SEPARATOR.join(part(k, v) for k, v in zip(keys, values)))
                 for i, values in enumerate(combos)]
 
     # -- resolution ----------------------------------------------------------------------------------
