@@ -30,14 +30,15 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from workbench.machine import cores
 from workbench.studies.lost_trials import StaleTrialHandler, process_start_ticks, queue_retry, reap_lost_trials
 from workbench.studies.objective import COMPLETE, PRUNED, run_trial
 from workbench.studies.report import short_key
-from workbench.studies.samplers import build_pruner, build_sampler  # noqa: F401  (also imported from here)
+from workbench.studies.samplers import build_pruner, build_sampler
 from workbench.studies.storage import budget_lock, open_storage
 
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
