@@ -167,3 +167,24 @@ def test_the_run_json_names_the_run(tmp_path, capsys, monkeypatch):
     outcome = json.loads(capsys.readouterr().out)
     run = MlflowClient(uri).get_run(outcome["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["workbench.verdict"] == outcome["verdict"]
+
+
+def test_an_agent_dead_before_the_run_exists_leaves_a_journal_that_creates_it(tmp_path, monkeypatch, capfd):
+    """The journal alone describes the run: uploaded by the training process (or `workbench sync`) after
+    the agent died, it creates the run first."""
+    from workbench.execute import execute
+    from workbench.spec import load_spec
+    from workbench.tracking.agent import TrackingAgent
+
+    monkeypatch.setenv("WORKBENCH_OFFLINE_DIR", str(tmp_path / "offline"))
+    uri = sqlite_store(tmp_path)
+    agent = TrackingAgent.launch(uri)
+    agent.process.kill()  # before it has read anything
+    agent.process.wait()
+    spec = load_spec(SPEC, [*SMALL, "training.epochs=2"])
+    outcome = execute(spec, tracking_uri=uri, tracker_options={"agent": agent})
+    assert "the tracking agent stopped" in capfd.readouterr().err
+    run = MlflowClient(uri).get_run(outcome.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == f"digits-mlp {outcome.run_id[:6]}"
+    assert steps(MlflowClient(uri), outcome.run_id, "epoch") == [36, 72]
+    assert not (tmp_path / "offline").exists()

@@ -392,7 +392,8 @@ class AgentTracker(Hook):
         try:
             from workbench.tracking.offline import upload
 
-            upload(self.agent.directory)
+            report = upload(self.agent.directory)
+            self.agent.result = {**(self.agent.result or {}), "run_id": report.run_id, "state": "uploaded"}
             remove_empty_parents(self.agent.directory)
         except Exception as exc:  # noqa: BLE001 - the journal stays for `workbench sync`
             where = keep_for_sync(self.agent.directory)
