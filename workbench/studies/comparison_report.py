@@ -26,7 +26,7 @@ from pathlib import Path
 
 from workbench.studies.report import short_key
 from workbench.studies.space import label
-from workbench.studies.statistics import ALPHA, Comparison as Tested, compare_with_best, mean_interval
+from workbench.studies.statistics import ALPHA, VersusBest, compare_with_best, mean_interval
 
 CONFIRMED, UNSTABLE, CONFIRMING, TUNING, DID_NOT_TRAIN = "confirmed", "unstable", "confirming", "tuning", "did not train"
 
@@ -45,7 +45,7 @@ class ArmRow:
     best: object | None = None  # best completed tuning trial
     confirmations: list = field(default_factory=list)  # the effective confirmation trial per fresh seed
     status: str = TUNING
-    tested: Tested | None = None
+    tested: VersusBest | None = None
 
     @property
     def used(self) -> int:

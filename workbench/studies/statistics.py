@@ -102,7 +102,7 @@ def holm(p_values: list[float]) -> list[float]:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class VersusBest:
     """One group against the best: its interval, raw and Holm-adjusted p-values, and the verdict."""
 
     name: str
@@ -122,7 +122,7 @@ class Comparison:
 
 
 def compare_with_best(groups: dict[str, list[float]], *, maximize: bool, alpha: float = ALPHA,
-                      level: float = LEVEL) -> list[Comparison]:
+                      level: float = LEVEL) -> list[VersusBest]:
     """Each group against the best one (highest mean when maximizing), best first, then by mean.
 
     Ties in the mean go to the smaller spread, then to the order given.
@@ -142,8 +142,8 @@ def compare_with_best(groups: dict[str, list[float]], *, maximize: bool, alpha: 
     others = ranked[1:]
     raw = [welch_p(groups[name], groups[best]) for name in others]
     adjusted = holm(raw)
-    out = [Comparison(best, mean_interval(groups[best], level), True, math.nan, math.nan, True)]
+    out = [VersusBest(best, mean_interval(groups[best], level), True, math.nan, math.nan, True)]
     for name, p, p_adj in zip(others, raw, adjusted):
         tied = None if math.isnan(p_adj) else p_adj >= alpha
-        out.append(Comparison(name, mean_interval(groups[name], level), False, p, p_adj, tied))
+        out.append(VersusBest(name, mean_interval(groups[name], level), False, p, p_adj, tied))
     return out
