@@ -284,20 +284,30 @@ class AgentTracker(Hook):
                 diagnosis = self._diagnose(run, record, tmp / "diagnosis")
         if diagnosis is not None:
             self.verdict, self.diagnosis = diagnosis.verdict, diagnosis.to_json()
-            write({"op": "set_tag", "key": TAG_VERDICT, "value": self.verdict})
+        elif self.diagnosis is not None:  # set by `set_verdict` before the end: its diagnosis.json
+            _attempt("the diagnosis", self._hand_over_json, self.diagnosis, "diagnosis.json")
+        if self.verdict:
+            _attempt("the verdict", write, {"op": "set_tag", "key": TAG_VERDICT, "value": self.verdict})
         note = final_note(self.spec, run, status, reason, self.diagnosis, metrics)
-        write({"op": "set_tag", "key": TAG_NOTE, "value": note})
+        _attempt("the description", write, {"op": "set_tag", "key": TAG_NOTE, "value": note})
         if self.register and run is not None:
             if status == FINISHED:
                 from workbench.tracking.registry import registry_tags
 
-                write({"op": "register_model", "name": self.register, "description": note,
-                       "tags": registry_tags(self.verdict, metrics, status)})
+                _attempt(f"the model version of '{self.register}'", write, {
+                    "op": "register_model", "name": self.register, "description": note,
+                    "tags": registry_tags(self.verdict, metrics, status)})
             else:
                 from workbench.tracking.tracker import _warn
 
                 _warn(f"the model was not registered as '{self.register}': the run ended {status}")
-        write({"op": "set_terminated", "status": status, "end_time": int(time.time() * 1000)})
+        _attempt(f"the status {status}", write, {"op": "set_terminated", "status": status,
+                                                 "end_time": int(time.time() * 1000)})
+
+    def _hand_over_json(self, data: dict, name: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="workbench-handover-") as tmp:
+            (Path(tmp) / name).write_text(json.dumps(data, indent=2), encoding="utf-8")
+            self.agent.write({"op": "log_artifacts", "artifact_path": None}, Path(tmp))
 
     def _files_op(self, op: dict, folder: Path) -> str:
         """Append `op` with the files of `folder`; returns the journal folder that holds them."""
