@@ -10,7 +10,7 @@ on the test split (test/loss, the MSE); the report gives each arm's verdicts, am
 vanishing_through_time and exploding_through_time. Protocol and references:
 workbench/studies/comparison.py.
 
-    python studies/recurrent.py --quick            # 20 steps, a few minutes on 2 cores
+    python studies/recurrent.py --quick            # 10 steps, 1,000 sequences: a few minutes on 2 cores
     python studies/recurrent.py --workers 2        # 50 steps, the full budget; rerun to resume
 """
 
@@ -43,7 +43,7 @@ comparison = Comparison(
     tune={"optimizer.lr": Float(1e-4, 3e-2, log=True), "clipping.max_norm": Float(0.1, 10.0, log=True)},
     metric="val/loss", direction="minimize", seeds=2, trials_per_arm=8, confirm_seeds=5,
     quick=Quick(n_trials=2, seeds=1, confirm_seeds=2,
-                overrides={"data.sequence_length": 20, "data.n_samples": 600, "training.epochs": 4}),
+                overrides={"data.sequence_length": 10, "data.n_samples": 1000, "training.epochs": 8}),
 )
 
 if __name__ == "__main__":
