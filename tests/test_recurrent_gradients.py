@@ -300,3 +300,10 @@ def test_a_recurrent_model_with_a_per_step_output_saves_and_loads(tmp_path):
     loaded = Sequential.load(tmp_path / "model.npz")
     assert loaded.layers[-1].per_step and loaded.summary() == model.summary()
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_layer_norm_between_stacked_recurrent_layers():
+    """lstm (every step) -> layer norm over each step's units -> gru: layer norm on (T, H) sequences."""
+    model = build([{"type": "lstm", "units": 4, "return_sequences": True}, {"type": "layer_norm"},
+                   {"type": "gru", "units": 3}])
+    check(model, sequences())
