@@ -40,6 +40,9 @@ def bounded_cadence(log_every: int, planned_steps: int | None, max_points: int =
             cadence *= 2
     return cadence
 
+# Statistics through time, logged as `<stat>/<layer>` for recurrent layers (README: recurrent networks).
+RECURRENT_METRICS = ("time_grad_ratio", "time_horizon", "recurrent_grad_norm", "recurrent_sv", "gate_sat_frac")
+
 
 class MetricFeed:
     """Hands the record's rows on the cadence over as `MetricBlock`s, each row once."""
@@ -96,6 +99,17 @@ class MetricFeed:
             block = record.layer(stat)[rows][keep]
             for j, layer in enumerate(record.layers):
                 if stat in HIDDEN_ONLY and layer == output_layer:
+                    continue
+                keys.append(f"{stat}/{layer}")
+                columns.append(block[:, j : j + 1])
+        recurrent = record.meta.get("recurrent") or {}
+        for stat in RECURRENT_METRICS if recurrent else ():  # the series through time, recurrent layers only
+            if stat not in available:
+                continue
+            block = record.layer(stat)[rows][keep]
+            for j, layer in enumerate(record.layers):
+                info = recurrent.get(layer)
+                if info is None or (stat == "gate_sat_frac" and info.get("type") == "rnn"):
                     continue
                 keys.append(f"{stat}/{layer}")
                 columns.append(block[:, j : j + 1])
