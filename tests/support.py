@@ -26,7 +26,7 @@ from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
-DEADLINE_S = 300.0  # for a state to come: minutes, where it takes seconds on a loaded 2-core machine
+DEADLINE_S = 600.0  # for a state to come (or a process to end): minutes, where seconds do on a loaded machine
 
 
 def wait_until(predicate: Callable[[], T], what: str, timeout: float = DEADLINE_S,

@@ -67,8 +67,8 @@ def postgres():
         if started.returncode == 0:
             break
     else:
-        log = data / "log"
-        raise AssertionError(f"PostgreSQL did not start: {started.stderr}{log.read_text()[-3000:] if log.exists() else ''}")
+        log = (data / "log").read_text()[-3000:] if (data / "log").exists() else ""
+        raise AssertionError(f"PostgreSQL did not start: {started.stderr}{log}")
     try:
         for name in ("studies", "mlflow"):
             subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "workbench", name],

@@ -134,6 +134,8 @@ class TrackingAgent:
     def discard(self) -> None:
         """Nothing was handed over (the run never started): the agent exits and the journal goes."""
         if self.spool.operations == 0:
+            if self.process is not None:  # it opens the store at the first operation: nothing to wait for
+                self.process.kill()
             self.close()
             shutil.rmtree(self.directory, ignore_errors=True)
             remove_empty_parents(self.directory)
