@@ -35,7 +35,8 @@ HTTP_RETRY_VARIABLES = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_
                         "MLFLOW_HTTP_REQUEST_TIMEOUT")
 
 
-# Test files (tests/test_<name>.py) of gradients, determinism, optimizers, the monitor and diagnosis.
+# Test files (tests/test_<name>.py) of gradients, determinism, optimizers, the monitor and diagnosis (and any
+# test_*gradients*.py or test_*monitor*.py).
 NUMERICS = ("gradients", "determinism", "optim", "monitor", "clipping", "diagnose")
 # Modules whose tests share an expensive module fixture (a server, a store with trained runs): one worker each.
 SHARED_FIXTURES = ("tracking", "tracking_server", "resume", "determinism", "cli_properties", "diagnose_cli")
@@ -62,7 +63,7 @@ def pytest_xdist_auto_num_workers(config):
 def pytest_collection_modifyitems(config, items):
     for item in items:
         name = item.path.stem.removeprefix("test_")
-        if name in NUMERICS or "gradients" in name:
+        if name in NUMERICS or "gradients" in name or "monitor" in name:
             item.add_marker(pytest.mark.numerics)
         if name in SHARED_FIXTURES:
             item.add_marker(pytest.mark.xdist_group(name))
