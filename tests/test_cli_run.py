@@ -7,12 +7,14 @@ import subprocess
 import sys
 
 import pytest
+from support import DEADLINE_S
 
 QUICK = ["--set", "training.epochs=2", "--set", "model.hidden=[16]", "--no-track", "--quiet"]
 
 
 def workbench(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=DEADLINE_S)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import sqlite_store
+from support import DEADLINE_S, sqlite_store
 
 from workbench.checkpoint import CHECKPOINT_FILE, RECORD_FILE, Checkpoint, restore, save_checkpoint
 from workbench.errors import UserError
@@ -139,7 +139,8 @@ def killed(store):
 
 
 def workbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True,
+                          timeout=DEADLINE_S)
 
 
 @pytest.mark.slow
