@@ -280,7 +280,10 @@ def env(gate=None) -> dict:
 def assert_complete(storage: str, comparison: Comparison, budget: int, confirm_seeds: int) -> list:
     budgets = arm_budgets(storage, comparison)
     assert all(sum(c.values()) == budget for c in budgets.values()), budgets
-    assert all(c["COMPLETE"] == budget for c in budgets.values()), budgets
+    reasons = [(arm.label, t.number, t.user_attrs.get("failure_reason"))
+               for arm in comparison.arms() for t in stored_trials(storage, arm_study_name(comparison.name, arm))
+               if t.state.name == "FAIL"]
+    assert all(c["COMPLETE"] == budget for c in budgets.values()), (budgets, reasons)
     confirmations = [t for t in stored_trials(storage, confirmation_study_name(comparison.name))]
     retried = {n for t in confirmations for n in t.system_attrs.get("retry_history", ())}
     effective = [t for t in confirmations if t.number not in retried]

@@ -211,21 +211,27 @@ def test_relaunch_after_sigkill_reports_the_stale_trials_fails_them_and_complete
                not in stale)
 
 
-@pytest.mark.slow
-def test_a_trial_asked_for_but_never_claimed_by_a_dead_worker_is_failed_at_the_next_launch(tmp_path, monkeypatch,
-                                                                                             capsys):
-    """The narrowest kill: after `ask` but before the worker wrote its `worker` attribute. The launch
-    reaps it under the budget lock (no live worker can be in that gap then)."""
+def one_trial_study(name: str, tmp_path, monkeypatch):
+    """An in-process study of 2 tiny trials, 1 of them run: (study, journal path, MLflow URI)."""
     from workbench.studies import Float, Study
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     storage, tracking = str(tmp_path / "optuna.journal"), sqlite_store(tmp_path)
-    study = Study(name="unclaimed", seeds=1, n_trials=2, pruner="none", sampler="random",
+    study = Study(name=name, seeds=1, n_trials=2, pruner="none", sampler="random",
                   base={"data": {"source": "moons", "n_samples": 200}, "model": {"hidden": [8]},
                         "training": {"epochs": 2}, "monitor": {"every": 1000}},
                   space={"optimizer.lr": Float(1e-3, 1e-1, log=True)})
     study.run(n_trials=1, storage=storage, tracking_uri=tracking, quiet=True)
+    return study, storage, tracking
+
+
+@pytest.mark.slow
+def test_a_trial_asked_for_but_never_claimed_by_a_dead_worker_is_failed_at_the_next_launch(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """The narrowest kill: after `ask` but before the worker wrote its `worker` attribute. The launch
+    reaps it under the budget lock (no live worker can be in that gap then)."""
+    study, storage, tracking = one_trial_study("unclaimed", tmp_path, monkeypatch)
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
     orphan = optuna.load_study(study_name="unclaimed", storage=journal).ask()  # RUNNING, no `worker`
     capsys.readouterr()
@@ -240,6 +246,31 @@ def test_a_trial_asked_for_but_never_claimed_by_a_dead_worker_is_failed_at_the_n
                                          optuna.trial.TrialState.COMPLETE]
     assert trials[2].user_attrs["retry_of"] == orphan.number
     assert result.report.counts["RUNNING"] == 0
+
+
+def test_an_interrupted_trial_whose_retry_was_never_queued_is_retried_at_the_next_launch(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """A worker killed between failing its trial as interrupted and queueing the retry (a second signal
+    on a loaded machine): the next launch queues the retry, so the budget stays exact."""
+    study, storage, tracking = one_trial_study("unqueued", tmp_path, monkeypatch)
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    loaded = optuna.load_study(study_name="unqueued", storage=journal)
+    lost = loaded.ask()
+    lost.suggest_float("optimizer.lr", 1e-3, 1e-1, log=True)
+    lost.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    lost.set_user_attr("worker_started", -1)  # not this process's start: a pid reused after the worker died
+    lost.set_user_attr("failure_reason", "interrupted")
+    loaded.tell(lost, state=optuna.trial.TrialState.FAIL)  # ... and no retry queued
+    capsys.readouterr()
+
+    result = study.run(n_trials=2, storage=storage, tracking_uri=tracking, quiet=True)
+    trials = load_trials(storage, "unqueued")
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                                         optuna.trial.TrialState.COMPLETE]
+    assert trials[2].user_attrs["retry_of"] == lost.number and trials[2].params == trials[1].params
+    assert result.report.counts["COMPLETE"] == 2
+    assert study.run(n_trials=2, storage=storage, tracking_uri=tracking, quiet=True).report.counts["COMPLETE"] == 2
+    assert len(load_trials(storage, "unqueued")) == 3  # queued once: a later launch adds nothing
 
 
 # -- interruptions: Ctrl-C (SIGINT to the whole terminal group) or SIGTERM to the main process --------------

@@ -143,3 +143,41 @@ def test_single_run_on_a_server(server, tmp_path, monkeypatch, capsys):
 def test_study_parent_and_children_on_a_server(server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     check_study(MlflowClient(server), run_study(server, tmp_path), tmp_path / "optuna.journal")
+
+
+# -- one dataset, many runs at once ------------------------------------------------------------------------
+def test_runs_logging_one_dataset_at_the_same_moment_all_get_it(tmp_path):
+    """A study's workers start their trials together: each inserts the same dataset row, and the
+    store's unique key refuses all but one. Every run must still get its input, with one row stored."""
+    import sqlite3
+    import threading
+
+    from workbench.data import load_dataset
+    from workbench.tracking.datasets import dataset_facts, log_datasets
+
+    uri = sqlite_store(tmp_path)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("race")
+    facts = dataset_facts(load_dataset("iris"), source="iris")
+    errors: list[BaseException] = []
+    for round_ in range(3):  # a fresh dataset each round: the race is only on the first insert
+        facts = {**facts, "digest": f"{round_:08d}"}
+        runs = [client.create_run(experiment).info.run_id for _ in range(6)]
+        barrier = threading.Barrier(len(runs))
+
+        def log(run_id: str) -> None:
+            barrier.wait()
+            try:
+                log_datasets(MlflowClient(uri), run_id, [facts])
+            except BaseException as exc:  # noqa: BLE001 - collected, asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=log, args=(run_id,)) for run_id in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert all(client.get_run(r).inputs.dataset_inputs[0].dataset.digest == facts["digest"] for r in runs)
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        assert db.execute("select count(*) from datasets").fetchone()[0] == 3

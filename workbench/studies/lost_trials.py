@@ -114,6 +114,30 @@ def reap_lost_trials(optuna_study, settings, dead_pids: set[int] | None, reason:
     return lost
 
 
+def requeue_interrupted(optuna_study, max_retry: int) -> int:
+    """Queue the retry of an interrupted trial that has none (its worker was killed between failing
+    it and queueing the retry); only trials of this machine whose worker is gone. Returns how many."""
+    import optuna
+
+    from workbench.studies.objective import INTERRUPTED
+
+    host = socket.gethostname()
+    trials = optuna_study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    queued = 0
+    for trial in trials:
+        if trial.state != optuna.trial.TrialState.FAIL or trial.number in retried or \
+                trial.user_attrs.get("failure_reason") != INTERRUPTED:
+            continue
+        worker_host, _, pid_text = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host != host or not pid_text.isdigit() or \
+                _alive(int(pid_text), trial.user_attrs.get("worker_started")):
+            continue
+        queue_retry(optuna_study, trial, max_retry)
+        queued += 1
+    return queued
+
+
 def process_start_ticks(pid: int) -> int | None:
     """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); None where unknown."""
     stat = _proc_stat(pid)

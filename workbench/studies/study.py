@@ -269,7 +269,7 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
     import optuna
 
     from workbench.machine import cores
-    from workbench.studies.lost_trials import reap_lost_trials
+    from workbench.studies.lost_trials import reap_lost_trials, requeue_interrupted
     from workbench.studies.parent_run import ensure_parent_run, finish_parent_run
     from workbench.studies.storage import open_storage
     from workbench.studies.workers import blas_threads, run_workers
@@ -279,10 +279,11 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
     with budget_lock(settings.storage, settings.study_name):
         plan = study.create_plan(settings, storage)
         parent_run_id, created = ensure_parent_run(settings, study)
-        if settings.storage.kind == "journal":  # one machine: a running trial whose process is gone was lost
-            # under the lock: no worker is between asking for a trial and claiming it (user attr `worker`)
-            for optuna_study in plan.studies():
+        for optuna_study in plan.studies():
+            if settings.storage.kind == "journal":  # one machine: a running trial whose process is gone was lost
+                # under the lock: no worker is between asking for a trial and claiming it (user attr `worker`)
                 reap_lost_trials(optuna_study, settings, None, "worker lost: its process is gone", unclaimed=True)
+            requeue_interrupted(optuna_study, settings.storage.max_retry)
     stored = plan.stored(report_only)
     if settings.workers > cores():
         print(f"workbench: warning: {settings.workers} workers on {cores()} cores: they will share cores",

@@ -1,7 +1,7 @@
 """The run's data set as an MLflow dataset input: the runs table's Dataset column and the run's Inputs.
 
     facts = dataset_facts(run.data, source="digits", path=None)   # numpy only: name, digest, sizes, schema
-    client.log_inputs(run_id, datasets=[dataset_input(facts)])     # the MLflow entity, built where MLflow is
+    log_datasets(client, run_id, [facts])                          # the MLflow entity, built where MLflow is
 
 The facts are computed from the arrays where they live (the training process) and are small (no
 array is copied): the digest hashes the shapes and an evenly spaced sample of rows of every split,
@@ -59,3 +59,27 @@ def dataset_input(facts: dict):
     dataset = Dataset(name=facts["name"], digest=facts["digest"], source_type=facts["source_type"],
                       source=facts["source"], schema=facts.get("schema"), profile=facts.get("profile"))
     return DatasetInput(dataset=dataset, tags=[InputTag(key=CONTEXT_TAG, value=CONTEXT)])
+
+
+def log_datasets(client, run_id: str, facts: list[dict]) -> None:
+    """Log the datasets as inputs of the run. Two runs (a study's workers) logging one dataset at the
+    same moment both insert it, and the store refuses the second row (a unique key): the loser's
+    second try finds the row and links its run to it."""
+    inputs = [dataset_input(f) for f in facts]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except Exception as exc:
+        if not is_insert_race(exc):
+            raise
+        client.log_inputs(run_id, datasets=inputs)
+
+
+def is_insert_race(exc: BaseException) -> bool:
+    """A unique-key violation, raised by SQLAlchemy or wrapped by MLflow (in process: the cause is
+    chained; over HTTP: only the message tells)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "IntegrityError" or "IntegrityError" in str(seen)[:300]:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

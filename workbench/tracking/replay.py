@@ -88,9 +88,9 @@ class Replayer:
         self.client.log_artifacts(self.run_id, str(self.files(op)), op.get("artifact_path"))
 
     def _log_inputs(self, op: dict) -> None:
-        from workbench.tracking.datasets import dataset_input
+        from workbench.tracking.datasets import log_datasets
 
-        self.client.log_inputs(self.run_id, datasets=[dataset_input(facts) for facts in op["datasets"]])
+        log_datasets(self.client, self.run_id, op["datasets"])
 
     # -- what is made from files ---------------------------------------------------------------------
     def _log_model(self, op: dict) -> None:
@@ -162,9 +162,9 @@ def create_run(client, op: dict) -> tuple[str, str]:
         if op.get("spec_toml") is not None:
             client.log_text(run_id, op["spec_toml"], "spec.toml")
         if op.get("datasets"):
-            from workbench.tracking.datasets import dataset_input
+            from workbench.tracking.datasets import log_datasets
 
-            client.log_inputs(run_id, datasets=[dataset_input(facts) for facts in op["datasets"]])
+            log_datasets(client, run_id, op["datasets"])
     except BaseException as exc:
         with contextlib.suppress(Exception):
             client.set_tag(run_id, "workbench.status_reason", f"tracking setup: {type(exc).__name__}: {exc}"[:5000])
