@@ -20,18 +20,16 @@ This module imports neither mlflow nor optuna.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from workbench.errors import UserError
+from workbench.signals import interrupts_deferred
 from workbench.training import Hook
 from workbench.training.hooks import hook_priority
 
@@ -93,24 +91,11 @@ def save_checkpoint(run, directory: str | Path) -> Path:
     record_tmp = directory / f".{RECORD_FILE}.tmp"
     if record is not None:
         record.save(record_tmp)
-    with _signals_held():  # both files are replaced, or neither: an interrupt waits for the second
+    with interrupts_deferred():  # both files are replaced, or neither: an interrupt waits for the second
         if record is not None:
             os.replace(record_tmp, directory / RECORD_FILE)
         os.replace(tmp, target)
     return target
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Block SIGINT and SIGTERM for a few system calls (they are delivered right after)."""
-    can = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held) if can else None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Checkpoint(Hook):

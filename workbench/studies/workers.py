@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.machine import cores
+from workbench.signals import interrupts_deferred
 from workbench.studies.lost_trials import StaleTrialHandler, process_start_ticks, queue_retry, reap_lost_trials
 from workbench.studies.objective import COMPLETE, PRUNED, run_trial
 from workbench.studies.report import short_key
@@ -202,7 +203,7 @@ def work(study, settings, worker_index: int, parent_run_id: str | None, threads:
                 try:
                     result = job.run(parent_run_id, storage)
                 except KeyboardInterrupt:  # failed as "interrupted", and queued again for the next launch
-                    with signals_held(), contextlib.suppress(Exception):  # a second signal cannot split the two
+                    with interrupts_deferred(), contextlib.suppress(Exception):  # a second signal cannot split the two
                         job.optuna_study.tell(trial, state=optuna.trial.TrialState.FAIL)
                         queue_retry(job.optuna_study, storage.get_trial(trial._trial_id), settings.storage.max_retry)
                     raise
@@ -212,21 +213,6 @@ def work(study, settings, worker_index: int, parent_run_id: str | None, threads:
                 print(job.line(result), file=sys.stderr, flush=True)
             if stop and job.stop_on_exhausted:
                 return ran
-
-
-@contextlib.contextmanager
-def signals_held():
-    """SIGINT and SIGTERM are set aside while a pair of storage writes must both land (the caller
-    re-raises its interrupt after; a signal that came meanwhile changes nothing more)."""
-    if not _main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, lambda signum, frame: None) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def tell(optuna_study, trial, result) -> bool:

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import UserError
+from workbench.signals import interrupts_deferred
 from workbench.tracking.metric_feed import MetricFeed
 from workbench.tracking.offline import (
     JOURNAL,
@@ -428,15 +429,18 @@ class AgentTracker(Hook):
     def _write_metrics(self, metrics: dict, step: int) -> None:
         keys = list(metrics)
         if keys:
-            self.agent.write({"op": "metric_block", "keys": keys, "steps": [int(step)],
-                              "values": [[float(metrics[k]) for k in keys]], "timestamp": int(time.time() * 1000)})
+            with interrupts_deferred():  # a line of the journal is written whole or not at all
+                self.agent.write({"op": "metric_block", "keys": keys, "steps": [int(step)],
+                                  "values": [[float(metrics[k]) for k in keys]],
+                                  "timestamp": int(time.time() * 1000)})
 
     def _pull(self, record, complete: bool) -> None:
         self._next_pull = time.monotonic() + PULL_INTERVAL_S
-        block = self.feed.pull(record, complete)
-        if block is not None:
-            self.agent.write({"op": "metric_block", "keys": list(block.keys), "steps": block.steps.tolist(),
-                              "values": block.values.tolist(), "timestamp": block.timestamp_ms})
+        with interrupts_deferred():  # the feed's cursor moves past the rows only with their line written
+            block = self.feed.pull(record, complete)
+            if block is not None:
+                self.agent.write({"op": "metric_block", "keys": list(block.keys), "steps": block.steps.tolist(),
+                                  "values": block.values.tolist(), "timestamp": block.timestamp_ms})
 
 
 def keep_for_sync(directory: Path) -> Path:

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import UserError
+from workbench.signals import interrupts_deferred
 from workbench.spec.toml_writer import format_value
 from workbench.tracking import artifacts
 from workbench.tracking.describe import (
@@ -359,9 +360,10 @@ class RunTracker(Hook):
         self._next_pull = time.monotonic() + PULL_INTERVAL_S
         if self.metrics is None:
             return
-        block = self.feed.pull(record, complete)
-        if block is not None:
-            self.metrics.put(block)
+        with interrupts_deferred():  # the feed's cursor moves past the rows only with them handed over
+            block = self.feed.pull(record, complete)
+            if block is not None:
+                self.metrics.put(block)
 
 
 def start_tags(run, *, spec_path=None, run_name=None, parent_run_id=None, extra=None) -> dict[str, str]:
