@@ -58,6 +58,7 @@ def test_single_paths_sum_to_the_models_gradient(arch):
     np.testing.assert_allclose(np.sum(paths, axis=0), total, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_gradient_falls_with_path_length_in_a_briefly_trained_resnet(arch, seed):
     spec = load_spec(EXPERIMENTS / "veit_resnet16.toml",
@@ -93,6 +94,7 @@ def test_deep_plain_gradients_shatter_residual_ones_do_not(arch):
         assert lag1["res"] - lag1["plain"] > 0.4, lag1
 
 
+@pytest.mark.slow
 def test_deep_plain_net_trains_worse_than_deep_residual_net():
     overrides = ["data.source=digits", "data.limit=600", "optimizer.lr=0.01", "training.epochs=3",
                  "training.batch_size=32", "monitor.every=1000"]

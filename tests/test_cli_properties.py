@@ -152,6 +152,7 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=
                                                                           HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @settings(max_examples=5 * EXAMPLES, deadline=None)
 @given(text=spec_texts(), overrides=st.lists(override_texts(), max_size=4))
 def test_parser_returns_a_spec_or_one_line_user_error(text, overrides):

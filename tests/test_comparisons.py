@@ -106,6 +106,7 @@ def test_quick_settings_change_trials_per_arm_seeds_and_confirmation_seeds(store
 
 
 # -- budgets, confirmation, resume (one worker, in process) ---------------------------------------------------
+@pytest.mark.slow
 def test_every_arm_gets_its_budget_and_is_confirmed_on_fresh_seeds_scored_on_the_test_split(stores):
     comparison = tiny_comparison()
     result = comparison.run(**stores)
@@ -159,6 +160,7 @@ def test_every_arm_gets_its_budget_and_is_confirmed_on_fresh_seeds_scored_on_the
     assert set(per_best.values()) == {2}  # two fresh seeds per (arm, best trial), never more
 
 
+@pytest.mark.slow
 def test_an_arm_whose_trials_all_diverge_is_reported_as_not_training_with_its_reasons(stores):
     base = {**TINY, "data": {"source": "moons", "n_samples": 200}, "model": {"hidden": [16, 16, 16]},
             "optimizer": {"name": "sgd"}, "training": {"epochs": 2}}

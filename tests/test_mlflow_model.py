@@ -48,6 +48,7 @@ def pyfunc(run_id: str, store: str, monkeypatch):
     return mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
 
 
+@pytest.mark.slow
 def test_classifier_pyfunc_predicts_what_workbench_load_model_does(classifier, store, monkeypatch):
     X = classifier.run.data.X_test
     model = pyfunc(classifier.run_id, store, monkeypatch)
@@ -61,6 +62,7 @@ def test_classifier_pyfunc_predicts_what_workbench_load_model_does(classifier, s
     assert np.mean(labels == classifier.run.data.y_test) > 0.15  # class indices, as y holds them (chance: 0.1)
 
 
+@pytest.mark.slow
 def test_regressor_pyfunc_predicts_what_workbench_load_model_does(regressor, store, monkeypatch):
     X = regressor.run.data.X_test
     model = pyfunc(regressor.run_id, store, monkeypatch)
@@ -69,6 +71,7 @@ def test_regressor_pyfunc_predicts_what_workbench_load_model_does(regressor, sto
         model.predict(X, params={"output": "label"})
 
 
+@pytest.mark.slow
 def test_the_model_folder_is_an_mlflow_model_without_pickles(classifier, store, tmp_path):
     client = MlflowClient(store)
     local = Path(client.download_artifacts(classifier.run_id, "model", str(tmp_path)))
@@ -85,6 +88,7 @@ def test_the_model_folder_is_an_mlflow_model_without_pickles(classifier, store, 
         assert "__layers__" in weights.files
 
 
+@pytest.mark.slow
 def test_a_serving_request_goes_through_the_pyfunc(classifier, store, tmp_path):
     """What `mlflow models serve` does with POST /invocations (its own handler, without the HTTP server)."""
     from mlflow.pyfunc.scoring_server import invocations
@@ -100,6 +104,7 @@ def test_a_serving_request_goes_through_the_pyfunc(classifier, store, tmp_path):
     assert json.loads(answer.response)["predictions"] == reference.argmax(axis=1).tolist()
 
 
+@pytest.mark.slow
 def test_register_creates_a_tagged_model_version(tmp_path, monkeypatch, capsys):
     uri = sqlite_store(tmp_path)
     monkeypatch.chdir(tmp_path)

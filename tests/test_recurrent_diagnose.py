@@ -108,6 +108,7 @@ def test_le_irnn_learns_the_adding_problem_where_the_tanh_rnn_does_not():
     assert np.median(tanh_run.record.series("time_horizon", "rnn1")) < np.median(irnn_horizon)
 
 
+@pytest.mark.slow
 def test_a_tracked_recurrent_run_logs_draws_and_diagnoses(tmp_path, monkeypatch, capsys):
     from workbench.cli import main
 

@@ -248,6 +248,7 @@ def test_a_trial_asked_for_but_never_claimed_by_a_dead_worker_is_failed_at_the_n
     assert result.report.counts["RUNNING"] == 0
 
 
+@pytest.mark.slow
 def test_an_interrupted_trial_whose_retry_was_never_queued_is_retried_at_the_next_launch(tmp_path, monkeypatch,
                                                                                            capsys):
     """A worker killed between failing its trial as interrupted and queueing the retry (a second signal

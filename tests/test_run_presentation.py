@@ -101,6 +101,7 @@ def check_study(client: MlflowClient, result, journal: Path) -> None:
 
 
 # -- on SQLite --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_single_run_on_sqlite(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     uri = sqlite_store(tmp_path)
@@ -108,6 +109,7 @@ def test_single_run_on_sqlite(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / ".workbench").exists()  # the agent's journal is gone once everything is in the store
 
 
+@pytest.mark.slow
 def test_study_parent_and_children_on_sqlite_and_the_best_trial_registered(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = sqlite_store(tmp_path)

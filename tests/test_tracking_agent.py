@@ -156,6 +156,7 @@ def test_metric_series_are_bounded_whatever_the_planned_length(planned):
         assert len(kept) == -(-planned // 10)  # a short run: every log_every step
 
 
+@pytest.mark.slow
 def test_the_run_json_names_the_run(tmp_path, capsys, monkeypatch):
     """`workbench run --json` (through the agent) reports the id of the run the store holds."""
     from workbench.cli import main
@@ -169,6 +170,7 @@ def test_the_run_json_names_the_run(tmp_path, capsys, monkeypatch):
     assert run.info.status == "FINISHED" and run.data.tags["workbench.verdict"] == outcome["verdict"]
 
 
+@pytest.mark.slow
 def test_an_agent_dead_before_the_run_exists_leaves_a_journal_that_creates_it(tmp_path, monkeypatch, capfd):
     """The journal alone describes the run: uploaded by the training process (or `workbench sync`) after
     the agent died, it creates the run first."""

@@ -201,6 +201,7 @@ def test_resume_waits_for_the_offline_writes_to_be_uploaded(store, capsys):
     assert err.count("\n") == 0 and f"workbench sync {run_id}" in err
 
 
+@pytest.mark.slow
 def test_a_studys_report_is_kept_offline_when_the_server_is_gone_and_synced_later(store, tmp_path, capsys):
     from types import SimpleNamespace
 
