@@ -158,41 +158,6 @@ class TrackingAgent:
             self.fatal = self.result["error"]
 
 
-class FigureDrawing:
-    """The diagnosis figure drawn in a forked child of the training process (the figure takes a second or
-    two of matplotlib; the hand-over goes on meanwhile). Without fork, or when the child fails, `wait`
-    draws it here."""
-
-    def __init__(self, path: Path, record, diagnosis) -> None:
-        self.path, self.record, self.diagnosis = path, record, diagnosis
-        self.process = None
-        if sys.platform == "linux":
-            with contextlib.suppress(Exception):  # no fork: drawn in `wait`
-                self.process = multiprocessing.get_context("fork").Process(
-                    target=_draw_diagnosis_figure, args=(path, record, diagnosis), name="workbench-diagnosis-figure",
-                    daemon=True)
-                self.process.start()
-
-    def wait(self) -> None:
-        if self.process is not None:
-            self.process.join(PLOT_TIMEOUT_S)
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join()
-            if self.process.exitcode == 0 and self.path.exists():
-                return
-        _draw_diagnosis_figure(self.path, self.record, self.diagnosis, child=False)
-
-
-def _draw_diagnosis_figure(path: Path, record, diagnosis, child: bool = True) -> None:
-    from workbench.diagnose.figure import save_diagnosis_figure
-
-    if child:  # a Ctrl-C now is the training process's to handle; it waits for this figure
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    save_diagnosis_figure(path, record, diagnosis)
-
-
 class AgentTracker(Hook):
     """Hands one training run over to a `TrackingAgent`; `start` before `fit`, `finish` after it (any outcome).
 
@@ -306,9 +271,6 @@ class AgentTracker(Hook):
             _attempt("the test metrics", self._write_metrics, test, run.trainer.step)
         with tempfile.TemporaryDirectory(prefix="workbench-handover-") as tmp:
             tmp = Path(tmp)
-            diagnosis, drawing = None, None  # first: its figure draws in a child while the rest is handed over
-            if record is not None and len(record) and self.verdict is None:
-                diagnosis, drawing = self._diagnose(run, record, tmp / "diagnosis")
             record_op = None
             if record is not None:
                 (tmp / "stats").mkdir()
@@ -320,8 +282,9 @@ class AgentTracker(Hook):
                 _attempt("the model", self._hand_over_model, run, tmp / "model", example_rows(run))
             if self.checkpoint and self.checkpoint_dir is not None:
                 _attempt("the checkpoint", self._hand_over_checkpoint)
-            if drawing is not None:
-                _attempt("the diagnosis figure", self._hand_over_figure, drawing)
+            diagnosis = None
+            if record is not None and len(record) and self.verdict is None:
+                diagnosis = self._diagnose(run, record, tmp / "diagnosis")
         if diagnosis is not None:
             self.verdict, self.diagnosis = diagnosis.verdict, diagnosis.to_json()
         elif self.diagnosis is not None:  # set by `set_verdict` before the end: its diagnosis.json
@@ -389,40 +352,35 @@ class AgentTracker(Hook):
             shutil.rmtree(directory, ignore_errors=True)
 
     def _diagnose(self, run, record, folder: Path):
-        """The diagnosis (pure, handed over at once) and the drawing of its figure, started in a forked
-        child (`FigureDrawing`) so that it overlaps the hand-over of the record and the model."""
+        """The diagnosis (pure) and its figure, here while the agent draws the other figures."""
         from workbench.tracking.tracker import _warn
 
         try:
             from workbench.diagnose.engine import diagnose_record
         except ImportError:
-            return None, None
+            return None
         try:
             start = time.perf_counter()
             diagnosis = diagnose_record(record, spec=self.spec, run_id=self.run_id)
             self.timings["diagnosis"] = time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - the run is logged without a verdict
             _warn(f"could not diagnose the run: {type(exc).__name__}: {exc}")
-            return None, None
+            return None
         folder.mkdir()
         (folder / "diagnosis.json").write_text(json.dumps(diagnosis.to_json(), indent=2), encoding="utf-8")
         self.agent.write({"op": "log_artifacts", "artifact_path": None}, folder)
-        if not self.plots:
-            return diagnosis, None
-        (folder / "figure").mkdir()
-        return diagnosis, FigureDrawing(folder / "figure" / "diagnosis.png", record, diagnosis)
+        if self.plots:
+            try:
+                from workbench.diagnose.figure import save_diagnosis_figure
 
-    def _hand_over_figure(self, drawing: FigureDrawing) -> None:
-        from workbench.tracking.tracker import _warn
-
-        start = time.perf_counter()
-        try:
-            drawing.wait()
-        except Exception as exc:  # noqa: BLE001 - the run keeps its other figures
-            _warn(f"could not draw the diagnosis figure: {type(exc).__name__}: {exc}")
-            return
-        self.timings["diagnosis figure: waiting for its child"] = time.perf_counter() - start
-        self.agent.write({"op": "log_artifacts", "artifact_path": "plots"}, drawing.path.parent)
+                (folder / "figure").mkdir()
+                start = time.perf_counter()
+                save_diagnosis_figure(folder / "figure" / "diagnosis.png", record, diagnosis)
+                self.timings["diagnosis figure"] = time.perf_counter() - start
+                self.agent.write({"op": "log_artifacts", "artifact_path": "plots"}, folder / "figure")
+            except Exception as exc:  # noqa: BLE001 - the run keeps its other figures
+                _warn(f"could not draw the diagnosis figure: {type(exc).__name__}: {exc}")
+        return diagnosis
 
     def set_verdict(self, verdict: str, diagnosis: dict | None = None) -> None:
         self.verdict = verdict
