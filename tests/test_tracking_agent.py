@@ -129,6 +129,7 @@ def test_the_agent_killed_mid_run_the_training_process_uploads_the_rest(tmp_path
     assert not (tmp_path / "offline").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["dead server", "a file for a folder"])
 def test_a_store_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, store, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
