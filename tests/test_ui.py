@@ -72,6 +72,8 @@ def test_ui_lists_the_runs_of_the_default_store(tmp_path, monkeypatch):
             proc.kill()
             raise
     assert proc.returncode == 130, err
+    link = f"{url}/#/experiments/{experiment['experiment_id']}/runs?workflowType=machine_learning"
+    assert f"workbench: the runs of 'digits-mlp': {link}" in err  # MLflow 3 opens on its GenAI view without it
     wait_until(lambda: port_is_free(port), "the port free again (the mlflow server ended with `workbench ui`)")
 
 

@@ -61,11 +61,38 @@ def handle(args: argparse.Namespace) -> int:
             return 1
         print(url, flush=True)
         print(f"workbench: MLflow UI on {url} showing {uri}; press Ctrl-C to stop", file=sys.stderr, flush=True)
+        latest = latest_experiment(url)
+        if latest is not None:
+            print(f"workbench: the runs of '{latest[1]}': {runs_link(url, latest[0])}", file=sys.stderr, flush=True)
         code = server.wait()
         print(f"workbench: mlflow server exited with code {code} (its messages are above)", file=sys.stderr)
         return 1
     finally:
         stop_server(server)
+
+
+def runs_link(url: str, experiment_id: str) -> str:
+    """The runs table of an experiment in MLflow 3's "Model training" view. The UI starts a new browser on its
+    GenAI view, where an experiment opens on an empty traces overview; `workflowType` in the link switches it
+    (and the UI remembers the choice)."""
+    return f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def latest_experiment(url: str) -> tuple[str, str] | None:
+    """(id, name) of the experiment updated last (the Default one only when it is alone), asked of the server;
+    None when the server does not say."""
+    import json
+
+    request = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search", method="POST",
+                                     data=json.dumps({"max_results": 20, "order_by": ["last_update_time DESC"]})
+                                     .encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            experiments = json.load(response).get("experiments", [])
+    except (OSError, ValueError):
+        return None
+    named = [e for e in experiments if e.get("name") != "Default"] or experiments
+    return (named[0]["experiment_id"], named[0]["name"]) if named else None
 
 
 def server_command(uri: str, host: str, port: int) -> list[str]:
