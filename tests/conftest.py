@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# A suite started in the background of a non-interactive shell (`cmd &`, `nohup`, some CI runners) inherits
+# SIGINT ignored, and so would every process it starts: the tests that press Ctrl-C on a run or a study
+# would wait for an end that never comes. Python handles SIGINT again here (a handler, which exec resets to
+# the default in the processes the tests start, where Python installs its own).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Set by workbench when it logs over HTTP (`workbench.tracking.offline.bound_http_retries`): restored
 # after each test so that no test depends on the order the others ran in.
