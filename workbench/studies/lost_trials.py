@@ -93,14 +93,13 @@ def reap_lost_trials(optuna_study, settings, dead_pids: set[int] | None, reason:
     storage = optuna_study._storage
     lost = 0
     for trial in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        worker_host, _, pid_text = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        pid = local_worker_pid(trial, host)
         if "worker" not in trial.user_attrs:
             if not unclaimed:
                 continue
-        elif worker_host != host or not pid_text.isdigit():
+        elif pid is None:
             continue
-        elif (int(pid_text) not in dead_pids) if dead_pids is not None else \
-                _alive(int(pid_text), trial.user_attrs.get("worker_started")):
+        elif (pid not in dead_pids) if dead_pids is not None else _alive(pid, trial.user_attrs.get("worker_started")):
             continue
         try:  # the reason on the Optuna trial too (trials.csv), while it can still be written
             worker = trial.user_attrs.get("worker", "unknown worker")
@@ -129,13 +128,18 @@ def requeue_interrupted(optuna_study, max_retry: int) -> int:
         if trial.state != optuna.trial.TrialState.FAIL or trial.number in retried or \
                 trial.user_attrs.get("failure_reason") != INTERRUPTED:
             continue
-        worker_host, _, pid_text = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if worker_host != host or not pid_text.isdigit() or \
-                _alive(int(pid_text), trial.user_attrs.get("worker_started")):
+        pid = local_worker_pid(trial, host)
+        if pid is None or _alive(pid, trial.user_attrs.get("worker_started")):
             continue
         queue_retry(optuna_study, trial, max_retry)
         queued += 1
     return queued
+
+
+def local_worker_pid(trial, host: str) -> int | None:
+    """The pid of the worker that claimed `trial` (user attr `worker` = host:pid) when it ran on `host`."""
+    worker_host, _, pid_text = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    return int(pid_text) if worker_host == host and pid_text.isdigit() else None
 
 
 def process_start_ticks(pid: int) -> int | None:

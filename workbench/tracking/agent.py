@@ -429,10 +429,8 @@ class AgentTracker(Hook):
     def _write_metrics(self, metrics: dict, step: int) -> None:
         keys = list(metrics)
         if keys:
-            with interrupts_deferred():  # a line of the journal is written whole or not at all
-                self.agent.write({"op": "metric_block", "keys": keys, "steps": [int(step)],
-                                  "values": [[float(metrics[k]) for k in keys]],
-                                  "timestamp": int(time.time() * 1000)})
+            self.agent.write({"op": "metric_block", "keys": keys, "steps": [int(step)],
+                              "values": [[float(metrics[k]) for k in keys]], "timestamp": int(time.time() * 1000)})
 
     def _pull(self, record, complete: bool) -> None:
         self._next_pull = time.monotonic() + PULL_INTERVAL_S

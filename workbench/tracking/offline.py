@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from workbench.signals import interrupts_deferred
 from workbench.tracking.uri import is_remote
 
 OFFLINE_DIR_ENV = "WORKBENCH_OFFLINE_DIR"
@@ -116,8 +117,9 @@ class Spool:
         self._lock_file = None
 
     def append(self, op: dict, files: Path | None = None) -> None:
-        """Add one operation; `files` (a file or a folder) is copied in as the operation's artifacts."""
-        with self._lock:
+        """Add one operation; `files` (a file or a folder) is copied in as the operation's artifacts. A Ctrl-C
+        meanwhile waits for the end: the journal line and the operation count go together."""
+        with self._lock, interrupts_deferred():
             if self._lock_file is None:
                 self._open()
             number = self.operations
