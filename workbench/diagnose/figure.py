@@ -244,14 +244,17 @@ def _profile(ax, steps, layers, ratio, diagnosis: Diagnosis) -> None:
         else:
             picks.append((last, f"step {steps[last]:g} (end)", "#2ca02c"))
     bottom = blended_transform_factory(ax.transData, ax.transAxes)
+    shown = [VANISHING_RATIO, EXPLODING_RATIO]
     for row, label, color in picks:
         values = np.where(np.isfinite(ratio[row]) & (ratio[row] > 0), ratio[row], np.nan)
+        shown += [float(v) for v in values[np.isfinite(values)]]
         ax.plot(x, values, marker="o", markersize=3, color=color, label=label)
         zero = np.flatnonzero(ratio[row] == 0)
         if len(zero):  # no gradient at all: a log axis cannot show 0, so mark it on the floor
             ax.plot(zero, np.full(len(zero), 0.03), "v", color=color, markersize=7, transform=bottom,
                     label=f"{label}: exactly 0", clip_on=False)
     ax.set_yscale("log")
+    ax.set_ylim(min(shown) / 3, max(shown) * 3)  # both thresholds always in view (and never a zero-height axis)
     ax.axhline(VANISHING_RATIO, color="#6a3d9a", linestyle="--", linewidth=1, label=f"vanishing < {VANISHING_RATIO:g}")
     ax.axhline(EXPLODING_RATIO, color="#ff7f0e", linestyle="--", linewidth=1, label=f"exploding > {EXPLODING_RATIO:g}")
     for finding in diagnosis.findings:
