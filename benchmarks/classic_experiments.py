@@ -379,7 +379,7 @@ def glorot_figures(entries: dict, results_dir: Path) -> None:
     for ax, title, ylabel in (
         (ax_init, "At initialization (probe, median over batches)", "‖dL/ds_i‖ / ‖dL/ds_out‖"),
         (ax_train, "During training (median over the epoch)", "‖dL/ds_i‖ / ‖dL/ds_out‖"),
-        (ax_w, "Weight gradients (RMS per weight)", f"RMS(dL/dW_i) / RMS(dL/dW_5)"),
+        (ax_w, "Weight gradients (RMS per weight)", "RMS(dL/dW_i) / RMS(dL/dW_5)"),
     ):
         ax.set_xticks(np.arange(1, 7), labels)
         ax.set_xlabel("layer (1 = first hidden, out = output)")

@@ -50,6 +50,28 @@ def test_user_mistakes_exit_2_with_one_line(repo, override, culprit):
     assert len(lines) == 1 and culprit in lines[0] and "Traceback" not in proc.stderr
 
 
+def test_blas_threads_below_one_exits_2(repo):
+    proc = workbench("run", str(repo / "experiments/digits_mlp.toml"), "--blas-threads", "0", "--no-track")
+    assert proc.returncode == 2 and "--blas-threads: must be an integer >= 1, got 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_tracked_run_leaves_a_core_to_its_agent_unless_told(monkeypatch):
+    from workbench import machine
+
+    monkeypatch.setattr(machine, "cores", lambda: 2)
+    monkeypatch.setattr(machine, "blas_threads_in_use", lambda: 2)
+    assert machine.training_blas_threads(tracked=True) == 1
+    assert machine.training_blas_threads(tracked=False) is None  # untracked: BLAS as it is
+    assert machine.training_blas_threads(tracked=True, asked=2) == 2
+    monkeypatch.setattr(machine, "cores", lambda: 1)
+    assert machine.training_blas_threads(tracked=True) is None  # one core: nothing to leave
+    before = machine.blas_threads_in_use()
+    with machine.limit_blas_threads(1):
+        pass
+    assert machine.blas_threads_in_use() == before
+
+
 def test_missing_spec_file_exits_2(tmp_path):
     proc = workbench("run", str(tmp_path / "nope.toml"), "--no-track")
     assert proc.returncode == 2 and "nope.toml" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.diagnose import HEALTHY, VERDICTS, Diagnoser, LiveDiagnosis, diagnose_record, thresholds
+from workbench.diagnose import HEALTHY, VERDICTS, Diagnoser, Diagnosis, LiveDiagnosis, diagnose_record, thresholds
 from workbench.diagnose.context import flat_spec
 from workbench.monitor import StatsRecord
 from workbench.runner import build_run
@@ -206,6 +206,8 @@ def test_json_is_strict_and_complete(verdict):
     assert out["verdict"] == verdict and "run_id" in out
     for finding in out["findings"]:
         assert {"verdict", "severity", "layers", "first_step", "evidence", "advice", "summary"} <= set(finding)
+    # diagnosis.json reads back as the same Diagnosis (the tracking agent draws its figure from it)
+    assert Diagnosis.from_json(out).to_json() == diagnosis.to_json()
 
 
 def test_report_puts_the_verdict_first():

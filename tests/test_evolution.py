@@ -3,7 +3,6 @@ checkpoints, tracking and studies as backprop."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -375,7 +375,7 @@ def test_plot_job_uploads_every_plot_whether_the_child_draws_them_or_not(tmp_pat
 
     from mlflow import MlflowClient
 
-    from workbench.plots.gradient_snapshot import GradientSnapshot
+    from workbench.monitor.gradient_snapshot import GradientSnapshot
     from workbench.runner import build_run
     from workbench.tracking import artifacts
 

@@ -22,7 +22,10 @@ import pytest
 from mlflow import MlflowClient
 from support import DEADLINE_S, free_port, sqlite_store, wait_until
 
+from workbench.plots import PLOT_FILES
 from workbench.tracking import load_run_record
+from workbench.tracking.agent import PLOT_SHARES
+from workbench.tracking.diagnosis import FIGURE_FILE as DIAGNOSIS_FIGURE
 from workbench.tracking.metric_feed import MAX_POINTS, MetricFeed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,10 +168,20 @@ def test_the_run_json_names_the_run(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = sqlite_store(tmp_path)
     assert main(["run", str(SPEC), "--tracking-uri", uri, "--json", "--quiet", "--set", "training.epochs=1",
-                 *[a for o in SMALL for a in ("--set", o)]]) == 0
+                 "--blas-threads", "1", *[a for o in SMALL for a in ("--set", o)]]) == 0
     outcome = json.loads(capsys.readouterr().out)
-    run = MlflowClient(uri).get_run(outcome["run_id"])
+    client = MlflowClient(uri)
+    run = client.get_run(outcome["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["workbench.verdict"] == outcome["verdict"]
+    assert run.data.tags["workbench.blas_threads"] == "1"  # what it trained with (README: Reliability)
+    # every figure, the diagnosis figure included, drawn by the agent's children and uploaded before the return
+    figures = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(outcome["run_id"], "plots")}
+    assert figures == {name for share in PLOT_SHARES for name in share}
+
+
+def test_the_drawing_children_share_every_figure_once():
+    names = [name for share in PLOT_SHARES for name in share]
+    assert sorted(names) == sorted({*PLOT_FILES, DIAGNOSIS_FIGURE}) and len(PLOT_SHARES) == 2
 
 
 @pytest.mark.slow

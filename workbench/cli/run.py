@@ -7,7 +7,9 @@ Registry, tagged with the run's verdict and test metrics, when the run finishes.
 
 A tracked run hands MLflow's side to a tracking agent (`workbench.tracking.agent`), a second process
 started here, before the data are loaded: it imports MLflow and opens the store while this process
-trains, and has everything in the store when the command returns.
+trains, and has everything in the store when the command returns. So that the two do not contend for a
+core, a tracked run's BLAS uses one thread less than the machine's cores (`--blas-threads N` sets it;
+the run's tag `workbench.blas_threads` says what it trained with).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import sys
 
 from workbench.cli.output import is_interactive, print_metrics
+from workbench.studies.cli_args import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,12 +34,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--register", metavar="NAME", default=None,
                    help="register the run's model in the MLflow Model Registry as a new version of NAME "
                         "(tagged with the verdict and test metrics) when the run finishes")
+    p.add_argument("--blas-threads", type=positive_int, metavar="N", default=None,
+                   help="BLAS threads of the training (default: every core, one less when tracked: the tracking "
+                        "agent gets a core). The thread count can change the last bits of matrix products: give "
+                        "the same N to runs that must agree bit for bit, tracked or not")
     p.add_argument("--json", action="store_true", help="print one JSON object with the outcome on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
+    from workbench.machine import limit_blas_threads, training_blas_threads
+
+    with limit_blas_threads(training_blas_threads(not args.no_track, args.blas_threads)):
+        return _handle(args)
+
+
+def _handle(args: argparse.Namespace) -> int:
     from workbench.errors import UserError
     from workbench.execute import execute
     from workbench.spec import load_spec

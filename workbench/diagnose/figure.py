@@ -43,8 +43,13 @@ from workbench.diagnose.thresholds import (
     UPDATE_RATIO_TARGET,
     VANISHING_RATIO,
 )
+from workbench.plots.style import log_axis
 
 DPI = 110
+WIDTH = 13.0  # inches; the height grows with the recurrent layers' rows
+MARGINS = (1.15, 0.35, 0.75, 1.05)  # left (layer names), right, top (the title), bottom (rotated layer names)
+PNG_OPTIONS = {"compress_level": 1}  # fast zlib, as workbench.plots saves: a little larger, much cheaper
+ROW_GAP = 1.35  # inches between rows: a row's rotated layer names and x label, the next row's title
 MAX_LINE_POINTS = 2000  # per line; longer runs are drawn by block maxima
 MAX_COLUMNS = 800  # heatmap columns; longer runs are reduced to blocks keeping each block's extreme
 DECADES = 6  # colour range: 10^-6 .. 10^6 of the output's gradient
@@ -61,8 +66,14 @@ TIME_SERIES = "time_grad_norm"
 def diagnosis_figure(record, diagnosis: Diagnosis, title: str | None = None) -> Figure:
     recurrent = [layer for stat, layer in _time_series(record) if stat == TIME_SERIES]
     rows = [["flow", "flow", "flow"], ["profile", "init", "loss"]] + [[f"time:{name}"] * 3 for name in recurrent]
-    fig = Figure(figsize=(13, 8.5 + 3.2 * len(recurrent)), dpi=DPI, layout="constrained")
-    axes = fig.subplot_mosaic(rows, height_ratios=[1.25, 1] + [0.9] * len(recurrent))
+    height = 8.5 + 3.2 * len(recurrent)
+    # fixed margins (inches), not a layout solver: constrained layout laid every text out twice and took
+    # about as long as drawing the figure itself
+    left, right, top, bottom = MARGINS
+    fig = Figure(figsize=(WIDTH, height), dpi=DPI)
+    axes = fig.subplot_mosaic(rows, height_ratios=[1.25, 1] + [0.9] * len(recurrent), gridspec_kw=dict(
+        left=left / WIDTH, right=1 - right / WIDTH, top=1 - top / height, bottom=bottom / height,
+        hspace=ROW_GAP / ((height - top - bottom) / len(rows)), wspace=0.28))
     run = f" - run {diagnosis.run_id}" if diagnosis.run_id else ""
     verdicts = ", ".join(diagnosis.verdicts) or "no finding"
     fig.suptitle(title or f"diagnosis: {diagnosis.verdict}{run}   ({verdicts})", fontsize=12)
@@ -122,8 +133,8 @@ def time_heat_map(ax, record, layer: str, diagnosis: Diagnosis | None = None) ->
     ax.set_ylim(T + 0.5, 0.5)
     ax.set_xlabel("training step")
     ax.set_ylabel("time step t")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     for finding in (diagnosis.findings if diagnosis is not None else []):
         if finding.verdict.endswith("_through_time") and layer in finding.layers:
             color = VERDICT_COLORS[finding.verdict]
@@ -135,7 +146,7 @@ def time_heat_map(ax, record, layer: str, diagnosis: Diagnosis | None = None) ->
 
 
 def save_diagnosis_figure(path, record, diagnosis: Diagnosis) -> None:
-    diagnosis_figure(record, diagnosis).savefig(path)
+    diagnosis_figure(record, diagnosis).savefig(path, pil_kwargs=PNG_OPTIONS)
 
 
 def _depth_ratio(record) -> np.ndarray | None:
@@ -203,7 +214,7 @@ def _flow(ax, steps, layers, ratio, diagnosis: Diagnosis, record) -> None:
     ax.set_yticks(range(len(layers)), layers, fontsize=7 if len(layers) > 16 else 8)
     ax.set_ylim(len(layers) - 0.5, -0.5)
     ax.set_xlabel("step")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     ax.set_ylabel("layer (input at top)")
     width = float(x_edges[-1] - x_edges[0]) or 1.0
     handles = []
@@ -253,7 +264,7 @@ def _profile(ax, steps, layers, ratio, diagnosis: Diagnosis) -> None:
         if len(zero):  # no gradient at all: a log axis cannot show 0, so mark it on the floor
             ax.plot(zero, np.full(len(zero), 0.03), "v", color=color, markersize=7, transform=bottom,
                     label=f"{label}: exactly 0", clip_on=False)
-    ax.set_yscale("log")
+    log_axis(ax)
     ax.set_ylim(min(shown) / 3, max(shown) * 3)  # both thresholds always in view (and never a zero-height axis)
     ax.axhline(VANISHING_RATIO, color="#6a3d9a", linestyle="--", linewidth=1, label=f"vanishing < {VANISHING_RATIO:g}")
     ax.axhline(EXPLODING_RATIO, color="#ff7f0e", linestyle="--", linewidth=1, label=f"exploding > {EXPLODING_RATIO:g}")
@@ -282,7 +293,7 @@ def _init(ax, record, diagnosis: Diagnosis) -> None:
     zero = np.flatnonzero(std == 0)
     if len(zero):
         ax.plot(zero, np.full(len(zero), BAD_INIT_STD_RATIO_LOW / 10), "x", color=NONFINITE_COLOR, label="std = 0")
-    ax.set_yscale("log")
+    log_axis(ax)
     ax.axhspan(BAD_INIT_STD_RATIO_LOW, BAD_INIT_STD_RATIO_HIGH, color="#2ca02c", alpha=0.08, linewidth=0,
                label=f"healthy [{BAD_INIT_STD_RATIO_LOW:g}, {BAD_INIT_STD_RATIO_HIGH:g}]")
     finding = diagnosis.finding("bad_initialization")
@@ -309,7 +320,7 @@ def _over_steps(ax, record, stat: str, names: list[str]) -> None:
     for j, name in enumerate(names):
         ax.plot(steps, values[:, j], color=colors[j], linewidth=0.8, label=name if len(names) <= 8 else None)
     ax.set_xlabel("step")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
 
 
 def _shade(ax, diagnosis: Diagnosis, verdict: str) -> None:
@@ -324,7 +335,7 @@ def _updates(ax, record, diagnosis: Diagnosis) -> None:
     if "update_ratio" not in record.layer_stats() or not len(record):
         return
     _over_steps(ax, record, "update_ratio", list(record.layers))
-    ax.set_yscale("log")
+    log_axis(ax)
     ax.axhline(UPDATE_RATIO_TARGET, color="#2ca02c", linewidth=1.2, label=f"target ~{UPDATE_RATIO_TARGET:g} (CS231n)")
     ax.axhline(LR_HIGH_UPDATE_RATIO, color=VERDICT_COLORS["lr_too_high"], linestyle="--", linewidth=1,
                label=f"too high > {LR_HIGH_UPDATE_RATIO:g}")
@@ -355,9 +366,9 @@ def _loss(ax, record, steps, diagnosis: Diagnosis) -> None:
         ok = np.isfinite(loss) & (loss > 0)
         ax.plot(steps[ok], loss[ok], color="#4d4d4d", linewidth=0.7)
         if ok.any() and loss[ok].max() > 10 * loss[ok].min():
-            ax.set_yscale("log")
+            log_axis(ax)
     ax.set_xlabel("step")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     handles = []
     for finding in diagnosis.findings:
         color = VERDICT_COLORS.get(finding.verdict, "black")

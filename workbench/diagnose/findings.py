@@ -95,6 +95,18 @@ class Diagnosis:
             "record": plain({"rows": self.rows, "last_step": self.last_step, "layers": list(self.layers)}),
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Diagnosis":
+        """The Diagnosis of a `to_json` object (a `diagnosis.json` artifact), e.g. to draw its figure elsewhere."""
+        record = data.get("record") or {}
+        findings = [Finding(verdict=f["verdict"], summary=f.get("summary", ""), layers=list(f.get("layers") or []),
+                            first_step=int(f["first_step"]), first_epoch=int(f.get("first_epoch", 0)),
+                            last_step=int(f["last_step"]), evidence=dict(f.get("evidence") or {}),
+                            advice=list(f.get("advice") or []))
+                    for f in data.get("findings") or []]
+        return cls(findings, run_id=data.get("run_id"), rows=int(record.get("rows") or 0),
+                   last_step=int(record.get("last_step", -1)), layers=list(record.get("layers") or []))
+
     def dumps(self) -> str:
         return json.dumps(self.to_json(), allow_nan=False)
 

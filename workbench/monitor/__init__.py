@@ -17,6 +17,7 @@
 - norms.py: `GradientNorms`, the one gradient-norm computation per step that the
   monitor, the clipper and the NaN guard share.
 - clipping.py, early_stopping.py, nan_guard.py: the other hooks.
+- gradient_snapshot.py: `GradientSnapshot`, the last dL/dW per layer (the gradient histograms' input).
 
 Hook priorities (lower runs first at each point): monitor -30, NaN guard -20,
 clipping -10, early stopping -5, default 0. So the record holds pre-clip norms,
@@ -63,6 +64,7 @@ from __future__ import annotations
 from workbench.errors import UserError
 from workbench.monitor.clipping import CLIPPING_MODES, GradientClipping
 from workbench.monitor.early_stopping import EarlyStopping
+from workbench.monitor.gradient_snapshot import GradientSnapshot
 from workbench.monitor.nan_guard import NanGuard
 from workbench.monitor.norms import GradientNorms, gradient_norms
 from workbench.monitor.record import StatsRecord, load_record
@@ -135,6 +137,7 @@ __all__ = [
     "EarlyStopping",
     "GradientClipping",
     "GradientNorms",
+    "GradientSnapshot",
     "MonitorHooks",
     "NanGuard",
     "StatisticsMonitor",

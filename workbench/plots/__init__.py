@@ -15,7 +15,7 @@ heatmap: block max), NaN/Inf are marked in red, never dropped silently.
 
 from workbench.plots.distributions import activation_std_by_depth, gradient_histograms
 from workbench.plots.gradient_flow import grad_norms_over_time, gradient_flow_heatmap, update_ratios
-from workbench.plots.gradient_snapshot import GradientSnapshot
+from workbench.monitor.gradient_snapshot import GradientSnapshot
 from workbench.plots.run_plots import PLOT_FILES, save_run_plots
 from workbench.plots.training_curves import loss_curves
 

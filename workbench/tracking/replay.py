@@ -10,7 +10,7 @@ A journal line is one JSON operation; `files` names the folder (inside the journ
     set_tag, delete_tag, update_run, set_terminated, log_artifacts (files -> artifact_path)
     log_inputs      datasets (`workbench.tracking.datasets.dataset_facts`)
     log_model       weights.npz, spec.toml, example.npy -> the MLflow Model `model/` (`workbench.tracking.pyfunc`)
-    log_plots       history.json, gradients.npz + the record in folder `record_op` -> `plots/*.png`
+    log_plots       history.json, gradients.npz, diagnosis.json + the record in folder `record_op` -> `plots/*.png`
     register_model  name, tags -> a new version of a registered model from `model/`
 
 Replaying an operation twice does no harm (MLflow drops duplicate metric rows; tags and artifacts are
@@ -23,6 +23,8 @@ import contextlib
 import json
 import tempfile
 from pathlib import Path
+
+from workbench.tracking.diagnosis import FIGURE_FILE as DIAGNOSIS_FIGURE
 
 MAX_BATCH_METRICS, MAX_BATCH_PARAMS = 1000, 100  # MLflow's limits on one log_batch call
 RUN_NAME_TAG, NOTE_TAG = "mlflow.runName", "mlflow.note.content"
@@ -192,13 +194,35 @@ def log_model_files(client, run_id: str, folder: Path) -> None:
 
 
 def draw_plots(out: Path, inputs: Path, record_folder: Path, names=None) -> list[Path]:
-    """The run's figures (`workbench.plots.save_run_plots`) from a journal operation's files."""
+    """The run's figures from a journal operation's files: `workbench.plots.save_run_plots`, and the
+    diagnosis figure when the operation carries `diagnosis.json` (of `names`, default all)."""
     try:
         from workbench.plots import save_run_plots
     except ImportError:
         return []
     record, history, gradients = plot_inputs(inputs, record_folder)
-    return save_run_plots(out, record=record, history=history, gradients=gradients, names=names)
+    plot_names = None if names is None else [name for name in names if name != DIAGNOSIS_FIGURE]
+    written = [] if plot_names == [] else save_run_plots(out, record=record, history=history, gradients=gradients,
+                                                         names=plot_names)
+    diagnosis = Path(inputs) / "diagnosis.json"
+    if record is not None and diagnosis.exists() and (names is None or DIAGNOSIS_FIGURE in names):
+        written += _draw_diagnosis(Path(out), record, json.loads(diagnosis.read_text(encoding="utf-8")))
+    return written
+
+
+def _draw_diagnosis(out: Path, record, diagnosis: dict) -> list[Path]:
+    import warnings
+
+    try:
+        from workbench.diagnose import Diagnosis
+        from workbench.diagnose.figure import save_diagnosis_figure
+
+        out.mkdir(parents=True, exist_ok=True)
+        save_diagnosis_figure(out / DIAGNOSIS_FIGURE, record, Diagnosis.from_json(diagnosis))
+    except Exception as exc:  # noqa: BLE001 - the run keeps its other figures
+        warnings.warn(f"plot {DIAGNOSIS_FIGURE} not drawn: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+        return []
+    return [out / DIAGNOSIS_FIGURE]
 
 
 def plot_inputs(inputs: Path, record_folder: Path):

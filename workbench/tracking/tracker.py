@@ -77,6 +77,7 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 TAG_VERSION, TAG_DATASET, TAG_MODEL = "workbench.version", "workbench.dataset", "workbench.model"
 TAG_VERDICT, TAG_STATUS_REASON, TAG_SPEC_PATH = "workbench.verdict", "workbench.status_reason", "workbench.spec_path"
 TAG_RUN_NAME, TAG_PARENT = "mlflow.runName", "mlflow.parentRunId"
+TAG_BLAS_THREADS = "workbench.blas_threads"  # the last bits of large products depend on it (README: Reliability)
 MAX_TAG_CHARS = 5000  # MLflow accepts 8000; keep long exception messages readable
 
 
@@ -146,7 +147,7 @@ class RunTracker(Hook):
         self.metrics: MetricLogger | None = None
         self._run = None
         self._handles: list = []
-        self._gradients = None  # a workbench.plots.GradientSnapshot, for the gradient histograms
+        self._gradients = None  # a workbench.monitor.GradientSnapshot, for the gradient histograms
         self.feed = MetricFeed(self.log_every)  # its cadence is bounded by the run's length in `_hook_in`
         self._next_pull = 0.0
         self._epochs_logged_until = -1  # resumed runs: the last step whose epoch metrics MLflow has
@@ -368,7 +369,9 @@ class RunTracker(Hook):
 
 def start_tags(run, *, spec_path=None, run_name=None, parent_run_id=None, extra=None) -> dict[str, str]:
     """The tags a run is created with: version, data and model summaries, spec path, name, parent, extras."""
-    tags = {TAG_VERSION: workbench_version()}
+    from workbench.machine import blas_threads_in_use
+
+    tags = {TAG_VERSION: workbench_version(), TAG_BLAS_THREADS: str(blas_threads_in_use())}
     with contextlib.suppress(Exception):
         tags[TAG_DATASET] = _short(run.data.summary())
     with contextlib.suppress(Exception):
@@ -441,11 +444,10 @@ def _last_step(client, run_id: str, key: str) -> int:
 
 
 def _gradient_snapshot():
-    """The hook that keeps the last dL/dW for the plots (None while `workbench.plots` is absent)."""
-    try:
-        from workbench.plots.gradient_snapshot import GradientSnapshot
-    except ImportError:
-        return None
+    """The hook that keeps the last dL/dW for the plots' gradient histograms (numpy only: the training
+    process does not import matplotlib for it)."""
+    from workbench.monitor.gradient_snapshot import GradientSnapshot
+
     return GradientSnapshot()
 
 
