@@ -8,10 +8,12 @@ The training process writes the run as a journal of operations (`workbench.track
 `<offline dir>/pending-<id>/` (the offline spool's layout): one JSON line each, files beside it,
 written with one `write` each, so a process killed at any point has handed over whatever it wrote.
 The agent process follows the journal, applies each operation to the store (importing MLflow and
-opening the store while the first process loads data and trains), draws the figures in a forked
-child while it saves the MLflow Model and uploads, and records its progress after each operation.
-The training process draws the diagnosis figure meanwhile and then waits for the agent, so that
-every metric, artifact and the final status are in the store when `workbench run` returns.
+opening the store while the first process loads data and trains), draws the figures (the diagnosis
+figure among them) in two forked children while it saves the MLflow Model and uploads, and records its
+progress after each operation. The training process diagnoses (numpy only: it never imports
+matplotlib) and then waits for the agent, so that every metric, artifact and the final status are in
+the store when `workbench run` returns. The agent runs niced; `workbench run` leaves it a core (see
+`workbench.machine.training_blas_threads`).
 
 What can go wrong, and what is left:
 - the training process is killed: the agent applies what was handed over and ends the run KILLED;
