@@ -12,7 +12,7 @@ opening the store while the first process loads data and trains), draws the figu
 figure among them) in two forked children while it saves the MLflow Model and uploads, and records its
 progress after each operation. The training process diagnoses (numpy only: it never imports
 matplotlib) and then waits for the agent, so that every metric, artifact and the final status are in
-the store when `workbench run` returns. The agent runs niced; `workbench run` leaves it a core (see
+the store when `workbench run` returns. `workbench run` leaves the agent a core (see
 `workbench.machine.training_blas_threads`).
 
 What can go wrong, and what is left:
@@ -78,10 +78,6 @@ PLOT_SHARES = (("diagnosis.png", "gradient_flow.gif", "loss.png"),
                 "grad_histograms.png"))
 PLOT_TIMEOUT_S = 120.0  # then the forked drawing is taken as hung and the agent draws itself
 EXIT_UNUSABLE_STORE = 2
-# The agent yields the cores to training: on a machine with few cores, an agent at the same priority took a
-# core from the training process's BLAS threads, whose every product then waited for the descheduled thread
-# (digits_mlp on 2 cores: fit 2.1 s untracked, 5.9-6.7 s tracked). Niced, it works in the training's gaps.
-AGENT_NICENESS = 10
 
 
 # ==================================================================================================
@@ -803,8 +799,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the training process decides; the journal says
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     directory = Path((argv or sys.argv[1:])[0])
-    with contextlib.suppress(OSError):
-        os.nice(AGENT_NICENESS)
     lock = open(directory / LOCK, "a")
     fcntl.flock(lock, fcntl.LOCK_EX)  # the one uploader of this journal (`workbench sync` waits)
     agent = Agent(directory)
