@@ -189,3 +189,15 @@ def parked(folder: Path) -> set[int]:
 
 def open_gate(folder: Path) -> None:
     (folder / "open").write_text("")
+
+
+def assert_statistics_handed_over(logged: list[int], record_steps, log_every: int) -> None:
+    """A run's logged steps of one statistic against its record: the first MAX_POINTS points on the cadence
+    exactly, then any logged step a record step on the cadence, sorted, once (past them the series is bounded
+    by a longer cadence, which a run interrupted late, as on a loaded machine, reaches)."""
+    from workbench.tracking.metric_feed import MAX_POINTS
+
+    on_cadence = [int(s) for s in record_steps if s % log_every == 0]
+    early = MAX_POINTS * log_every
+    assert [s for s in logged if s < early] == [s for s in on_cadence if s < early]
+    assert logged == sorted(set(logged)) and set(logged) <= set(on_cadence)
