@@ -124,7 +124,7 @@ def test_the_agent_killed_mid_run_the_training_process_uploads_the_rest(tmp_path
     assert proc.returncode == 130, (tmp_path / "run.err").read_text()
     assert "the tracking agent stopped" in (tmp_path / "run.err").read_text()
     run = client.get_run(run_id)
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED", (tmp_path / "run.err").read_text()
     record = load_run_record(run_id, uri)
     assert_statistics_handed_over(steps(client, run_id, "grad_norm/dense1"), record.steps, 5)
     artifacts = {a.path for a in client.list_artifacts(run_id)}

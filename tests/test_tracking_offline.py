@@ -225,3 +225,25 @@ def test_a_studys_report_is_kept_offline_when_the_server_is_gone_and_synced_late
     assert run.data.metrics["trials/complete"] == 3 and run.data.metrics["epochs/total"] == 40
     assert run.data.tags["workbench.comparison"] == "a vs b: within noise"
     assert [a.path for a in client.list_artifacts(run_id, "report")] == ["report/report.md"]
+
+
+def test_a_replayed_create_run_takes_the_run_it_made_already(tmp_path):
+    """The agent can be killed between the store's insert of a run and writing its id down: the upload that
+    follows replays `create_run` and must take that run, not make a second one (the first would stay RUNNING)."""
+    from mlflow import MlflowClient
+
+    from workbench.tracking.replay import CREATION_TAG, Replayer, create_run
+
+    client = MlflowClient(sqlite_store(tmp_path))
+    op = {"op": "create_run", "experiment": "replayed", "spec_name": "replayed", "run_name": None,
+          "tags": {CREATION_TAG: "c0ffee"}, "params": {"seed": "0"}}
+    made, experiment_id = create_run(client, op)
+    replayer = Replayer(client, None, tmp_path)
+    replayer.apply(op)
+    replayer.apply({"op": "set_terminated", "status": "KILLED"})
+    assert replayer.run_id == made
+    runs = client.search_runs([experiment_id])
+    assert [r.info.run_id for r in runs] == [made] and runs[0].info.status == "KILLED"
+    other = Replayer(client, None, tmp_path)
+    other.apply({**op, "tags": {CREATION_TAG: "another"}})  # another operation: another run
+    assert other.run_id != made and len(client.search_runs([experiment_id])) == 2

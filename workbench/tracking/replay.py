@@ -28,6 +28,7 @@ from workbench.tracking.diagnosis import FIGURE_FILE as DIAGNOSIS_FIGURE
 
 MAX_BATCH_METRICS, MAX_BATCH_PARAMS = 1000, 100  # MLflow's limits on one log_batch call
 RUN_NAME_TAG, NOTE_TAG = "mlflow.runName", "mlflow.note.content"
+CREATION_TAG = "workbench.creation_id"  # one per create_run operation: a replay finds the run it made
 RECORD_FILE = "record.npz"
 
 
@@ -50,7 +51,16 @@ class Replayer:
 
     # -- the run ---------------------------------------------------------------------------------
     def _create_run(self, op: dict) -> None:
-        self.run_id, _ = create_run(self.client, op)
+        # A replay (an upload after the agent died, `workbench sync`) may find the run made already: the agent
+        # can be killed between the store's insert and writing the run's id down. That run is taken (and its
+        # setup done again where it was cut short), not a second one made beside it that stays RUNNING.
+        found = created_run(self.client, op)
+        if found is None:
+            self.run_id, _ = create_run(self.client, op)
+            return
+        self.run_id = found
+        with contextlib.suppress(Exception):
+            _set_up_run(self.client, found, op)
 
     def _log_batch(self, op: dict) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -132,9 +142,6 @@ def create_run(client, op: dict) -> tuple[str, str]:
     """The experiment (created with its note when missing), the run, its name, params, tags, spec.toml,
     dataset and first description; returns (run id, experiment id). A run whose setup fails after it
     exists is closed FAILED before the error goes on."""
-    from mlflow.entities import Param, RunTag
-
-    from workbench.tracking.describe import single_run_name
     from workbench.tracking.experiments import ensure_experiment
 
     tags = dict(op.get("tags") or {})
@@ -153,26 +160,48 @@ def create_run(client, op: dict) -> tuple[str, str]:
     _EXPERIMENT_IDS[key] = experiment_id
     run_id = run.info.run_id
     try:
-        extra_tags = []
-        if not op.get("run_name"):
-            name = single_run_name(op.get("spec_name") or op["experiment"], run_id)
-            extra_tags.append(RunTag(RUN_NAME_TAG, name))
-        if op.get("note"):
-            extra_tags.append(RunTag(NOTE_TAG, op["note"]))
-        params = [Param(k, v) for k, v in (op.get("params") or {}).items()]
-        log_batch(client, run_id, [], params, extra_tags)
-        if op.get("spec_toml") is not None:
-            client.log_text(run_id, op["spec_toml"], "spec.toml")
-        if op.get("datasets"):
-            from workbench.tracking.datasets import log_datasets
-
-            log_datasets(client, run_id, op["datasets"])
+        _set_up_run(client, run_id, op)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             client.set_tag(run_id, "workbench.status_reason", f"tracking setup: {type(exc).__name__}: {exc}"[:5000])
             client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     return run_id, experiment_id
+
+
+def created_run(client, op: dict) -> str | None:
+    """The id of the run that `op` (a `create_run` with its creation tag) made already, if any."""
+    creation = (op.get("tags") or {}).get(CREATION_TAG)
+    if not creation:
+        return None
+    experiment = client.get_experiment_by_name(op["experiment"])
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{CREATION_TAG}` = '{creation}'",
+                              max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def _set_up_run(client, run_id: str, op: dict) -> None:
+    """A new run's name, description, params, spec.toml and dataset input (each may be written again)."""
+    from mlflow.entities import Param, RunTag
+
+    from workbench.tracking.describe import single_run_name
+
+    extra_tags = []
+    if not op.get("run_name"):
+        name = single_run_name(op.get("spec_name") or op["experiment"], run_id)
+        extra_tags.append(RunTag(RUN_NAME_TAG, name))
+    if op.get("note"):
+        extra_tags.append(RunTag(NOTE_TAG, op["note"]))
+    params = [Param(k, v) for k, v in (op.get("params") or {}).items()]
+    log_batch(client, run_id, [], params, extra_tags)
+    if op.get("spec_toml") is not None:
+        client.log_text(run_id, op["spec_toml"], "spec.toml")
+    if op.get("datasets"):
+        from workbench.tracking.datasets import log_datasets
+
+        log_datasets(client, run_id, op["datasets"])
 
 
 def log_model_files(client, run_id: str, folder: Path) -> None:

@@ -412,6 +412,11 @@ def start_operation(spec, run, *, experiment_name: str | None, run_name: str | N
 
     data = getattr(run, "data", None)
     model_summary, data_summary = tags.get(TAG_MODEL), tags.get(TAG_DATASET)
+    import uuid
+
+    from workbench.tracking.replay import CREATION_TAG
+
+    tags = {**tags, CREATION_TAG: uuid.uuid4().hex}  # a replay of the operation finds the run it made
     operation = {
         "op": "create_run", "experiment": experiment_name or spec.name, "spec_name": spec.name,
         "run_name": run_name, "tags": {str(k): str(v) for k, v in tags.items() if k != TAG_RUN_NAME},
