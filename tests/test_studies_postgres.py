@@ -156,5 +156,29 @@ def test_two_machines_share_a_study_and_a_killed_workers_trial_is_retried(postgr
     assert "no heartbeat" in dead.data.tags["workbench.status_reason"]
     for t in trials:
         if t.number != victim.number:
+            assert t.user_attrs.get("mlflow_run_id"), (t.state, t.user_attrs, err)
             run = client.get_run(t.user_attrs["mlflow_run_id"])
             assert run.info.status == "FINISHED" and run.data.tags["workbench.trial_number"] == str(t.number)
+
+
+def test_a_unique_key_race_on_postgresql_is_recognised_in_the_servers_words(postgres):
+    """Two workers logging one dataset at once: the store refuses the second insert. Over HTTP the client
+    sees only the server's message (PostgreSQL's words, not SQLite's `IntegrityError`); the loser must still
+    know it lost a race and try again (a trial failed for it in CI, its run left without its id)."""
+    import sqlalchemy
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+
+    from workbench.tracking.datasets import is_insert_race
+
+    engine = sqlalchemy.create_engine(postgres("studies"))
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("CREATE TEMP TABLE race (k int PRIMARY KEY)"))
+        conn.execute(sqlalchemy.text("INSERT INTO race VALUES (1)"))
+        with pytest.raises(sqlalchemy.exc.IntegrityError) as refused:
+            conn.execute(sqlalchemy.text("INSERT INTO race VALUES (1)"))
+    engine.dispose()
+    on_the_server = MlflowException(refused.value, INTERNAL_ERROR)  # what the store raises, the cause chained
+    over_http = RestException({"error_code": "INTERNAL_ERROR", "message": on_the_server.message})
+    assert is_insert_race(on_the_server) and is_insert_race(over_http)
+    assert not is_insert_race(RestException({"error_code": "INTERNAL_ERROR", "message": "connection reset by peer"}))

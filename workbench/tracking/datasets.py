@@ -74,12 +74,19 @@ def log_datasets(client, run_id: str, facts: list[dict]) -> None:
         client.log_inputs(run_id, datasets=inputs)
 
 
+# How each database words a unique-key violation (SQLite names the exception class; PostgreSQL's
+# driver names its own class, and the server's message says "duplicate key"; MySQL "Duplicate entry").
+UNIQUE_VIOLATION_WORDS = ("IntegrityError", "UniqueViolation", "duplicate key value", "UNIQUE constraint failed",
+                          "Duplicate entry")
+
+
 def is_insert_race(exc: BaseException) -> bool:
     """A unique-key violation, raised by SQLAlchemy or wrapped by MLflow (in process: the cause is
-    chained; over HTTP: only the message tells)."""
+    chained; over HTTP from an `mlflow server`: only the message tells, in the database's words)."""
     seen: BaseException | None = exc
     while seen is not None:
-        if type(seen).__name__ == "IntegrityError" or "IntegrityError" in str(seen)[:300]:
+        head = str(seen)[:500]
+        if type(seen).__name__ == "IntegrityError" or any(words in head for words in UNIQUE_VIOLATION_WORDS):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
