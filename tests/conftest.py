@@ -4,20 +4,46 @@
   process may use; `--dist loadgroup` keeps the tests of an `xdist_group` (a module that shares a server or a
   trained run) on one worker. `-n 0` or `-p no:xdist` runs everything in this process.
 - Slow tests start first, so that the last minute is not one long test on one core.
+- BLAS threads: the workers share the cores, cores // workers BLAS threads each (1 with `-n auto`), unless
+  the environment sets a count. OpenBLAS threads that outnumber the cores spin against each other: two
+  workers at 2 threads each on 2 cores trained a small recurrent net 12 times slower than at 1 thread each
+  (8 s against 0.65 s), which made the whole suite more than twice as slow.
 - `numerics`: the tests of gradients, determinism, optimizers, the monitor and diagnosis, which .ci/run
-  runs a second time with BLAS limited to 1 thread (`-m numerics`).
+  runs a second time in one process with BLAS on every core (`-m numerics -n 0`): a result that holds
+  for one thread count only shows.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pytest
-from hypothesis import settings
+from workbench.machine import BLAS_THREAD_VARIABLES, cores
+
+
+def _share_the_cores_between_workers() -> None:
+    """In a pytest-xdist worker: cores // workers BLAS threads, for this process (set before numpy loads
+    BLAS) and the processes its tests start (the variables), unless the environment chose already."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 1 or any(key in os.environ for key in BLAS_THREAD_VARIABLES):
+        return
+    threads = str(max(1, cores() // workers))
+    for key in BLAS_THREAD_VARIABLES:
+        os.environ[key] = threads
+    if "numpy" in sys.modules:  # a plugin loaded it (and BLAS) first
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=int(threads), user_api="blas")
+
+
+_share_the_cores_between_workers()
+
+import numpy as np  # noqa: E402 - after the thread count is set
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 # Property tests draw the same examples on every run (a seed derived from each test): a red CI is then
 # reproducible, never a roll of the dice. WORKBENCH_HYPOTHESIS=explore draws new ones to hunt for bugs.

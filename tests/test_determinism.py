@@ -216,3 +216,21 @@ def test_blas_threads_is_checked_and_defaults_to_cores_over_workers(tmp_path):
     assert blas_threads(study.settings(workers=2, tracking_uri=tracking, blas_threads=3)) == 3
     with pytest.raises(UserError, match="blas_threads must be an integer >= 1"):
         study.settings(blas_threads=0, tracking_uri=tracking)
+
+
+def test_workers_share_the_blas_threads_the_environment_allows(monkeypatch):
+    """OPENBLAS_NUM_THREADS (or the like) caps the threads the workers share: whoever set it shares the
+    machine (a test runner's workers, a cluster's job); threads beyond the cores spin against each other."""
+    from workbench import machine
+    from workbench.studies.workers import threads_per_worker
+
+    monkeypatch.setattr(machine, "cores", lambda: 8)
+    for key in machine.BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    assert (machine.blas_thread_budget(), threads_per_worker(2), threads_per_worker(16)) == (8, 4, 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert (machine.blas_thread_budget(), threads_per_worker(2), threads_per_worker(1)) == (4, 2, 4)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert (machine.blas_thread_budget(), threads_per_worker(1)) == (1, 1)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "many")  # not a count: ignored
+    assert machine.blas_thread_budget() == 4

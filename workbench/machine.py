@@ -17,6 +17,22 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+# The variables through which a user (or a test runner sharing the cores) caps BLAS threads.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                         "VECLIB_MAXIMUM_THREADS")
+
+
+def blas_thread_budget() -> int:
+    """The BLAS threads this process may hand out: its cores, or fewer where the environment caps BLAS
+    (OPENBLAS_NUM_THREADS=1 and the like: whoever set it shares the machine with others)."""
+    budget = cores()
+    for key in BLAS_THREAD_VARIABLES:
+        value = os.environ.get(key, "").strip()
+        if value.isdigit() and int(value) >= 1:
+            budget = min(budget, int(value))
+    return budget
+
+
 def blas_threads_in_use() -> int:
     """Threads numpy's BLAS uses now (threadpoolctl); 1 when that cannot be told.
 

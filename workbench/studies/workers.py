@@ -9,8 +9,8 @@ retry counts instead. WAITING trials (retries, or trials enqueued by hand) alway
 lost trial is redone even when the budget is spent: N trials, plus one per lost trial.
 
 `--workers K` starts K processes (multiprocessing, spawn) on this machine, each limited to
-cores // K BLAS threads (`--blas-threads N`: N each). OpenBLAS may split a large matrix product
-differently with another thread count, which changes the last bits of the result: runs with
+cores // K BLAS threads (fewer where OPENBLAS_NUM_THREADS or the like caps BLAS; `--blas-threads N`:
+N each). OpenBLAS may split a large matrix product differently with another thread count, which changes the last bits of the result: runs with
 different K agree bit for bit only with the same N (tests/test_determinism.py).
 A worker that dies (SIGKILL, out of memory) is noticed here: its running trial is failed
 with the reason and retried (`lost_trials`), and a replacement worker is started.
@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.machine import cores
+from workbench.machine import blas_thread_budget
 from workbench.signals import interrupts_deferred
 from workbench.studies.lost_trials import StaleTrialHandler, process_start_ticks, queue_retry, reap_lost_trials
 from workbench.studies.objective import COMPLETE, PRUNED, run_trial
@@ -53,8 +53,8 @@ def worker_id() -> str:
 
 
 def threads_per_worker(workers: int) -> int:
-    """BLAS threads per worker so that workers x threads <= cores."""
-    return max(1, cores() // max(1, workers))
+    """BLAS threads per worker so that workers x threads <= cores (or the environment's BLAS cap)."""
+    return max(1, blas_thread_budget() // max(1, workers))
 
 
 def blas_threads(settings) -> int:
