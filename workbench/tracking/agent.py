@@ -202,7 +202,9 @@ class AgentTracker(Hook):
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, run) -> None:
         from workbench.tracking.tracker import (
+            _attempt,
             _gradient_snapshot,
+            example_rows,
             planned_steps,
             start_operation,
             start_tags,
@@ -214,6 +216,9 @@ class AgentTracker(Hook):
                                          tags=tags, spec_path=self.spec_path,
                                          describe_experiment=self.parent_run_id is None))
         self._started = True
+        with tempfile.TemporaryDirectory(prefix="workbench-handover-") as tmp:
+            _attempt("the model's MLflow files", self._hand_over_model, run, Path(tmp) / "model", example_rows(run),
+                     "prepare_model")
         self.feed = MetricFeed(int(self.spec.monitor.log_every), planned_steps(run))
         self._run = run
         self._handles.append(run.trainer.register(self))
@@ -336,7 +341,9 @@ class AgentTracker(Hook):
             np.savez(folder / "gradients.npz", **gradients)
         self.agent.write({"op": "log_plots", "record_op": record_op or "files/none"}, folder)
 
-    def _hand_over_model(self, run, folder: Path, example) -> None:
+    def _hand_over_model(self, run, folder: Path, example, op: str = "log_model") -> None:
+        """The model's files as operation `op`: `log_model` at the end, `prepare_model` (the untrained model,
+        for the agent to write its MLflow files while the training runs) at the start."""
         from workbench.tracking.pyfunc import SPEC_FILE, WEIGHTS_FILE
 
         folder.mkdir()
@@ -344,7 +351,7 @@ class AgentTracker(Hook):
         (folder / SPEC_FILE).write_text(self.spec.to_toml(), encoding="utf-8")
         if example is not None:
             np.save(folder / "example.npy", example, allow_pickle=False)
-        self.agent.write({"op": "log_model"}, folder)
+        self.agent.write({"op": op}, folder)
 
     def _hand_over_checkpoint(self) -> None:
         from workbench.checkpoint import has_checkpoint
@@ -750,6 +757,7 @@ class Agent:
 
 
 TIMING_NAMES = {"metric_block": "store: metrics", "log_batch": "store: metrics", "log_model": "model: MLflow Model + upload",
+                "prepare_model": "model: MLflow files ahead (during the training)",
                 "log_artifacts": "store: artifacts", "log_plots": "figures: drawn here", "set_tag": "store: tags",
                 "set_terminated": "store: status", "register_model": "store: registry"}
 
