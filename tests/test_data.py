@@ -89,6 +89,22 @@ def test_sizes_and_summary_for_digits():
     assert load_dataset("diabetes").summary().startswith("diabetes: 442 samples, 10 features, 1 target (")
 
 
+@pytest.mark.parametrize("source", ["digits", "diabetes"])
+def test_a_bundled_set_is_read_once_and_every_load_gets_its_own_arrays(source):
+    """scikit-learn's CSV is parsed once per process (a study's trials load it again and again); what a
+    load hands out is its own: changing one data set's arrays changes no other load."""
+    from workbench.data.builtin import _read
+
+    _read.cache_clear()
+    first = load_dataset(source, standardize=False)
+    first.X_train[:] = 1e6
+    first.y_train[...] = 0
+    second = load_dataset(source, standardize=False)
+    assert _read.cache_info().misses == 1 and _read.cache_info().hits >= 1
+    assert not np.any(second.X_train == 1e6) and np.any(second.y_train != 0)
+    assert not np.shares_memory(first.X_train, second.X_train)
+
+
 def test_float64_and_synthetic_options():
     ds = load_dataset("spirals", dtype="float64", n_samples=500, n_classes=5, noise=0.0)
     check_layout(ds, "float64")
