@@ -62,8 +62,9 @@ def training_blas_threads(tracked: bool, asked: int | None = None) -> int | None
     """
     if asked is not None:
         return int(asked)
-    if tracked and cores() > 1:
-        return min(cores() - 1, blas_threads_in_use())
+    available = cores()
+    if tracked and available > 1:
+        return min(available - 1, blas_threads_in_use())
     return None
 
 

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.machine import blas_thread_budget
+from workbench.machine import BLAS_THREAD_VARIABLES, blas_thread_budget
 from workbench.signals import interrupts_deferred
 from workbench.studies.lost_trials import StaleTrialHandler, process_start_ticks, queue_retry, reap_lost_trials
 from workbench.studies.objective import COMPLETE, PRUNED, run_trial
@@ -42,7 +42,6 @@ from workbench.studies.report import short_key
 from workbench.studies.samplers import build_pruner, build_sampler
 from workbench.studies.storage import budget_lock, open_storage
 
-BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 WAIT_FOR_STALE_S = 2.0
 EXIT_INTERRUPTED = 130
 
@@ -272,8 +271,8 @@ def run_workers(study, settings, parent_run_id: str | None, plan) -> bool:
         return False
     threads = blas_threads(settings)
     context = multiprocessing.get_context("spawn")
-    saved = {name: os.environ.get(name) for name in BLAS_ENV}
-    os.environ.update({name: str(threads) for name in BLAS_ENV})  # children load BLAS with this limit
+    saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
+    os.environ.update({name: str(threads) for name in BLAS_THREAD_VARIABLES})  # children load BLAS with this limit
     processes: list = []
     replacements, next_index = settings.workers, settings.workers
 
