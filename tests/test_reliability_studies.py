@@ -327,3 +327,37 @@ def test_an_interrupted_study_marks_its_running_trials_and_the_same_command_comp
     _, parents, children = study_runs(tracking, "relaunched")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(int(c.data.tags["workbench.trial_number"]) for c in children) == [t.number for t in trials]
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_trials_run_is_saved_stops_the_worker_after_that_trial(tmp_path, monkeypatch, capsys):
+    """The first Ctrl-C during a run's save is held back so the run saves whole; a study's worker then stops
+    after that trial instead of going on with the budget (it used to: the press was dropped, and the main
+    process waited 30 s before it terminated workers that kept training)."""
+    from workbench.studies import Float, Study
+    from workbench.tracking import artifacts
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    storage, tracking = str(tmp_path / "optuna.journal"), sqlite_store(tmp_path)
+    log_record = artifacts.log_record
+
+    def pressed_while_saving(*args, **kwargs):  # Ctrl-C lands while the first trial's record is saved
+        if not pressed:
+            pressed.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return log_record(*args, **kwargs)
+
+    pressed: list[bool] = []
+    monkeypatch.setattr(artifacts, "log_record", pressed_while_saving)
+    study = Study(name="held", seeds=1, n_trials=3, pruner="none", sampler="random", trial_plots=False,
+                  base={"data": {"source": "moons", "n_samples": 200}, "model": {"hidden": [8]},
+                        "training": {"epochs": 2}, "monitor": {"every": 1000}},
+                  space={"optimizer.lr": Float(1e-3, 1e-1, log=True)})
+    result = study.run(storage=storage, tracking_uri=tracking, quiet=True)
+    assert "saving the run to MLflow; interrupt again to abandon saving" in capsys.readouterr().err
+    assert result.interrupted
+    trials = load_trials(storage, "held")
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE]  # saved whole, and no trial after it
+    _, _, children = study_runs(tracking, "held")
+    assert [c.info.status for c in children] == ["FINISHED"]

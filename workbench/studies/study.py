@@ -272,9 +272,11 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
     from workbench.studies.lost_trials import reap_lost_trials, requeue_interrupted
     from workbench.studies.parent_run import ensure_parent_run, finish_parent_run
     from workbench.studies.storage import open_storage
-    from workbench.studies.workers import blas_threads, run_workers
+    from workbench.studies.workers import blas_threads, run_workers, start_worker_server
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if settings.workers > 1 and not report_only:
+        start_worker_server()  # its imports run while this process opens the stores
     storage = open_storage(settings.storage)
     with budget_lock(settings.storage, settings.study_name):
         plan = study.create_plan(settings, storage)

@@ -8,7 +8,8 @@ one study and one budget per arm, plus its confirmation runs. The budget `n_tria
 retry counts instead. WAITING trials (retries, or trials enqueued by hand) always run, so a
 lost trial is redone even when the budget is spent: N trials, plus one per lost trial.
 
-`--workers K` starts K processes (multiprocessing, spawn) on this machine, each limited to
+`--workers K` starts K processes on this machine (forked from a fork server that imported what they need
+once, `worker_preload`; spawned where there is none), each limited to
 cores // K BLAS threads (fewer where OPENBLAS_NUM_THREADS or the like caps BLAS; `--blas-threads N`:
 N each). OpenBLAS may split a large matrix product differently with another thread count, which changes the last bits of the result: runs with
 different K agree bit for bit only with the same N (tests/test_determinism.py).
@@ -41,6 +42,7 @@ from workbench.studies.objective import COMPLETE, PRUNED, run_trial
 from workbench.studies.report import short_key
 from workbench.studies.samplers import build_pruner, build_sampler
 from workbench.studies.storage import budget_lock, open_storage
+from workbench.tracking.tracker import take_held_back_interrupt
 
 WAIT_FOR_STALE_S = 2.0
 EXIT_INTERRUPTED = 130
@@ -178,6 +180,7 @@ def work(study, settings, worker_index: int, parent_run_id: str | None, threads:
     storage = open_storage(settings.storage, stale)
     plan = study.open_plan(settings, storage, worker_index)
     deadline = time.monotonic() + settings.timeout if settings.timeout else None
+    take_held_back_interrupt()  # one held back by an earlier run of this process is not this study's
     ran = 0
     with limiter:
         while True:
@@ -210,6 +213,8 @@ def work(study, settings, worker_index: int, parent_run_id: str | None, threads:
             stop = tell(job.optuna_study, trial, result)
             if not settings.quiet:
                 print(job.line(result), file=sys.stderr, flush=True)
+            if take_held_back_interrupt():  # Ctrl-C came while the trial's run was saved: it is stored, now stop
+                raise KeyboardInterrupt("interrupted while a trial's run was saved")
             if stop and job.stop_on_exhausted:
                 return ran
 
@@ -252,7 +257,12 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _worker_entry(study, settings, worker_index: int, parent_run_id: str | None, threads: int) -> None:
+def _worker_entry(study, settings, worker_index: int, parent_run_id: str | None, threads: int,
+                  environment: dict | None = None, interrupts: bool = True) -> None:
+    if environment is not None:  # forked from the fork server: the main process's environment now, not its own
+        os.environ.clear()
+        os.environ.update(environment)
+    signal.signal(signal.SIGINT, signal.default_int_handler if interrupts else signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         work(study, settings, worker_index, parent_run_id, threads)
@@ -270,7 +280,7 @@ def run_workers(study, settings, parent_run_id: str | None, plan) -> bool:
             return True
         return False
     threads = blas_threads(settings)
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()
     saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
     os.environ.update({name: str(threads) for name in BLAS_THREAD_VARIABLES})  # children load BLAS with this limit
     processes: list = []
@@ -320,10 +330,40 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def worker_context():
+    """Where workers come from: a fork server that imported what they need once (`worker_preload`), where the
+    platform has one; else spawn (each worker imports everything itself)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["workbench.studies.worker_preload"])
+    return context
+
+
+def start_worker_server() -> None:
+    """Start the fork server now, so that its imports overlap the main process's own start (stores, plan)."""
+    context = worker_context()
+    if context.get_start_method() == "forkserver":
+        with contextlib.suppress(Exception):  # then it starts with the first worker, or spawn takes over
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+
+
 def _start(context, study, settings, index, parent_run_id, threads):
-    process = context.Process(target=_worker_entry, args=(study, settings, index, parent_run_id, threads),
-                              name=f"study-worker-{index}")
-    process.start()
+    # The environment as it is now (the fork server's is from when it started) and whether Ctrl-C interrupts
+    # (a study started with SIGINT ignored, like `nohup`, keeps its workers deaf to it, as spawn did).
+    interrupts = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    args = (study, settings, index, parent_run_id, threads, dict(os.environ), interrupts)
+    try:
+        process = context.Process(target=_worker_entry, args=args, name=f"study-worker-{index}")
+        process.start()
+    except OSError:  # no fork server here after all (a socket refused): spawn
+        if context.get_start_method() == "spawn":
+            raise
+        process = multiprocessing.get_context("spawn").Process(target=_worker_entry, args=args,
+                                                               name=f"study-worker-{index}")
+        process.start()
     return process
 
 

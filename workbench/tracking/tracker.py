@@ -472,18 +472,32 @@ def _attempt(what: str, fn, *args, **kwargs) -> None:
         _warn(f"could not log {what} to MLflow: {type(exc).__name__}: {exc}")
 
 
+_HELD_BACK: list[int] = []  # an interrupt held back while a run was saved, not yet taken by a loop of runs
+
+
+def take_held_back_interrupt() -> bool:
+    """Whether a Ctrl-C or SIGTERM came while a run was being saved (and was held back so that the run
+    saved whole); taken once. A loop of runs (a study's worker) stops after the run it was saving."""
+    held = bool(_HELD_BACK)
+    _HELD_BACK.clear()
+    return held
+
+
 @contextlib.contextmanager
 def _interrupts_deferred():
-    """While saving: the first Ctrl-C or SIGTERM prints a note and is ignored, the second interrupts."""
+    """While saving: the first Ctrl-C or SIGTERM prints a note and is held back (`take_held_back_interrupt`),
+    the second interrupts."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _HELD_BACK.clear()  # only this save's
     presses = []
 
     def handler(signum, frame):
         presses.append(signum)
         if len(presses) == 1:
             _warn("saving the run to MLflow; interrupt again to abandon saving")
+            _HELD_BACK.append(signum)
             return
         raise KeyboardInterrupt
 
