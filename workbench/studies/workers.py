@@ -9,9 +9,9 @@ retry counts instead. WAITING trials (retries, or trials enqueued by hand) alway
 lost trial is redone even when the budget is spent: N trials, plus one per lost trial.
 
 `--workers K` starts K processes on this machine (forked from a fork server that imported what they need
-once, `worker_preload`; spawned where there is none), each limited to
-cores // K BLAS threads (fewer where OPENBLAS_NUM_THREADS or the like caps BLAS; `--blas-threads N`:
-N each). OpenBLAS may split a large matrix product differently with another thread count, which changes the last bits of the result: runs with
+once, `worker_preload`; spawned where there is none), each limited to cores // K BLAS threads (fewer where
+OPENBLAS_NUM_THREADS or the like caps BLAS; `--blas-threads N`: N each). OpenBLAS may split a large matrix
+product differently with another thread count, which changes the last bits of the result: runs with
 different K agree bit for bit only with the same N (tests/test_determinism.py).
 A worker that dies (SIGKILL, out of memory) is noticed here: its running trial is failed
 with the reason and retried (`lost_trials`), and a replacement worker is started.
@@ -308,7 +308,7 @@ def run_workers(study, settings, parent_run_id: str | None, plan) -> bool:
                     replacements, next_index = replacements - 1, next_index + 1
                     processes.append(_start(context, study, settings, next_index, parent_run_id, threads))
         interrupted = any(p.exitcode == EXIT_INTERRUPTED for p in processes)
-    except KeyboardInterrupt:  # the workers got the signal too; one saving a run ignores a first interrupt
+    except KeyboardInterrupt:  # the workers got the signal too; one saving a run stops once the run is saved
         for timeout, stop in ((30, "terminate"), (15, "kill"), (None, None)):
             for p in processes:
                 p.join(timeout)

@@ -408,14 +408,13 @@ def example_rows(run, rows: int = 5):
 def start_operation(spec, run, *, experiment_name: str | None, run_name: str | None, tags: dict,
                     spec_path: str | None, describe_experiment: bool = True) -> dict:
     """Everything that creates the run, as one plain `create_run` operation (see `workbench.tracking.replay`)."""
+    import uuid
+
     from workbench.tracking.datasets import dataset_facts
+    from workbench.tracking.replay import CREATION_TAG
 
     data = getattr(run, "data", None)
     model_summary, data_summary = tags.get(TAG_MODEL), tags.get(TAG_DATASET)
-    import uuid
-
-    from workbench.tracking.replay import CREATION_TAG
-
     tags = {**tags, CREATION_TAG: uuid.uuid4().hex}  # a replay of the operation finds the run it made
     operation = {
         "op": "create_run", "experiment": experiment_name or spec.name, "spec_name": spec.name,
