@@ -28,12 +28,18 @@ EXPERIMENTS = REPO / "experiments"
 
 @pytest.fixture(scope="module")
 def arch():
-    """The experiment script as a module (benchmarks/ is a folder of scripts, not a package)."""
+    """The experiment script as a module (benchmarks/ is a folder of scripts, not a package). The scripts are
+    taken out of `sys.modules` again: Hypothesis draws constants from every local module it finds there,
+    and the property tests' examples must not depend on whether this ran first in their process."""
+    before = set(sys.modules)
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         return importlib.import_module("architecture_experiments")
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
+        for name in set(sys.modules) - before:
+            if not name.startswith("workbench"):  # the package stays (the property tests load all of it)
+                del sys.modules[name]
 
 
 def tiny_resnet(blocks: int, width: int = 8, seed: int = 0, n_inputs: int = 5):
