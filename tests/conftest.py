@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -43,7 +45,9 @@ _share_the_cores_between_workers()
 
 import numpy as np  # noqa: E402 - after the thread count is set
 import pytest  # noqa: E402
-from hypothesis import settings  # noqa: E402
+from hypothesis import is_hypothesis_test, settings  # noqa: E402
+
+import workbench  # noqa: E402
 
 # Property tests draw the same examples on every run (a seed derived from each test): a red CI is then
 # reproducible, never a roll of the dice. WORKBENCH_HYPOTHESIS=explore draws new ones to hunt for bugs.
@@ -104,6 +108,43 @@ def pytest_collection_modifyitems(config, items):
     # Modules with slow tests first (a module's tests stay together: its fixtures are made once).
     slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_modules)
+
+
+# Hypothesis also draws constants found in the local modules loaded so far (the workbench's and any script of
+# this repository; not the tests'), and the set only grows as tests import more. So a property test's examples
+# depended on what ran before it in the same process: test_cli_never_crashes trained 3% of its examples as
+# whole tracked runs alone and 11% after three other modules (15 s against 70-85 s). Before the first property
+# test of a process every workbench module is loaded, and no other module of the repository may be: the pool,
+# and with it the examples, are the same alone, in the suite and in any order.
+NOT_LOADED = {"workbench.__main__",  # the package's entry point: it runs the CLI
+              "workbench.studies.worker_preload"}  # the study fork server's: it makes its process ignore Ctrl-C
+_LOADED: list[bool] = []
+
+
+def load_every_workbench_module() -> None:
+    if not _LOADED:
+        for module in pkgutil.walk_packages(workbench.__path__, "workbench."):
+            if module.name not in NOT_LOADED:
+                importlib.import_module(module.name)
+        _LOADED.append(True)
+
+
+def stray_local_modules() -> list[str]:
+    """Loaded modules of this repository outside the package, the tests and a virtual environment in it (a
+    module whose file is a bare name, as torch.ops's, has no source for Hypothesis to read)."""
+    mine = [REPO / "workbench", REPO / "tests", Path(sys.prefix).resolve()]
+    return sorted(name for name, module in list(sys.modules.items())
+                  if (path := getattr(module, "__file__", None)) and os.path.isabs(path)
+                  and (path := Path(path).resolve()).is_relative_to(REPO)
+                  and not any(path.is_relative_to(folder) for folder in mine))
+
+
+def pytest_runtest_setup(item):
+    if isinstance(item, pytest.Function) and is_hypothesis_test(item.obj):
+        load_every_workbench_module()
+        stray = stray_local_modules()
+        assert not stray, (f"modules {stray} are loaded: Hypothesis would draw their constants in this process only; "
+                           "take them out of sys.modules after use (see tests/test_architecture_experiments.py's `arch`)")
 
 
 @pytest.fixture(autouse=True)

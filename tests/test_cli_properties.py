@@ -6,23 +6,16 @@ the input: the parser returns a Spec or raises UserError; the CLI exits 0, 1 or 
 leaves no run in the MLflow store, 0 and 1 leave exactly one, closed (FINISHED / FAILED).
 Every run is one epoch; half the examples are also forced tiny (iris or moons, hidden [4],
 100 samples) by overrides placed after the random ones, which therefore win.
-
-Repeatable examples: Hypothesis also draws constants found in the local modules loaded so far (the
-workbench's, not the tests'), and the set grows as tests import more of the package. So the examples, and
-how many of them train a whole tracked run, depended on what ran earlier in the same process: 2 whole runs
-alone, 7 after three other modules (15 s against 70 s). Every workbench module is loaded before the first
-example, so the pool, and with it the examples, are the same alone, in the suite and in any order.
+The examples are the same alone, in the suite and in any order (tests/conftest.py,
+`pytest_runtest_setup`: every workbench module is loaded before the first property test of a process).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
-import pkgutil
 import sqlite3
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -32,24 +25,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from support import sqlite_store
 
-import workbench
 from workbench.cli import main
 from workbench.errors import UserError
 from workbench.spec import FIELDS, known_keys, load_spec
 
-# Not imported: the package's entry point (it runs the CLI) and the study workers' fork-server preload (it
-# makes its process ignore Ctrl-C).
-NOT_LOADED = {"workbench.__main__", "workbench.studies.worker_preload"}
-
-
-def load_every_workbench_module() -> None:
-    """Import the whole package, so that Hypothesis's pool of local constants is complete (module doc)."""
-    for module in pkgutil.walk_packages(workbench.__path__, "workbench."):
-        if module.name not in NOT_LOADED:
-            importlib.import_module(module.name)
-
-
-load_every_workbench_module()
 KEYS = known_keys()
 SECTIONS = sorted({f.section for f in FIELDS if f.section})
 NAMES = sorted({f.name for f in FIELDS})
@@ -195,19 +174,6 @@ def load_spec_roundtrip(spec):
         path = Path(tmp) / "again.toml"
         path.write_text(spec.to_toml(), encoding="utf-8")
         return load_spec(path)
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_local_modules():
-    """A module of this repository outside the package and the tests (a benchmark script another test
-    imported) would add its constants to Hypothesis's pool in this process only: other examples."""
-    repo = Path(workbench.__file__).resolve().parents[1]
-    mine = [repo / "workbench", repo / "tests", Path(sys.prefix).resolve()]  # a virtual environment in the repo
-    stray = sorted(name for name, module in list(sys.modules.items())
-                   if (path := getattr(module, "__file__", None)) and (path := Path(path).resolve()).is_relative_to(repo)
-                   and not any(path.is_relative_to(folder) for folder in mine))
-    assert not stray, (f"modules {stray} are loaded: the property tests' examples would depend on it; take them out "
-                       "of sys.modules after use (see tests/test_architecture_experiments.py's `arch`)")
 
 
 @pytest.fixture(scope="module")
