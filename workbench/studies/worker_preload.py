@@ -12,11 +12,9 @@ import signal
 # process and the workers get it), not a reason for a traceback from the imports below.
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-import mlflow  # noqa: E402,F401
-import mlflow.store.tracking.sqlalchemy_store  # noqa: E402,F401 - the SQLite store's module (1 s of it)
-import numpy  # noqa: E402,F401
-import optuna  # noqa: E402,F401
+import importlib  # noqa: E402
 
-import workbench.execute  # noqa: E402,F401
-import workbench.studies.workers  # noqa: E402,F401
-import workbench.tracking.tracker  # noqa: E402,F401
+from workbench.studies.fork_server import WORKER_MODULES  # noqa: E402
+
+for _name in WORKER_MODULES:
+    importlib.import_module(_name)

@@ -9,7 +9,8 @@ retry counts instead. WAITING trials (retries, or trials enqueued by hand) alway
 lost trial is redone even when the budget is spent: N trials, plus one per lost trial.
 
 `--workers K` starts K processes on this machine (forked from a fork server that imported what they need
-once, `worker_preload`; spawned where there is none), each limited to cores // K BLAS threads (fewer where
+once: forked itself from this process where that is safe, `fork_server`, else `worker_preload`; spawned
+where there is none), each limited to cores // K BLAS threads (fewer where
 OPENBLAS_NUM_THREADS or the like caps BLAS; `--blas-threads N`: N each). OpenBLAS may split a large matrix
 product differently with another thread count, which changes the last bits of the result: runs with
 different K agree bit for bit only with the same N (tests/test_determinism.py).
@@ -341,13 +342,17 @@ def worker_context():
 
 
 def start_worker_server() -> None:
-    """Start the fork server now, so that its imports overlap the main process's own start (stores, plan)."""
+    """Start the fork server now: forked from this process where that is safe (`fork_server`), else a new
+    interpreter whose imports overlap this process's own start (stores, plan)."""
     context = worker_context()
     if context.get_start_method() == "forkserver":
         with contextlib.suppress(Exception):  # then it starts with the first worker, or spawn takes over
             from multiprocessing import forkserver
 
-            forkserver.ensure_running()
+            from workbench.studies.fork_server import fork_server_from_here
+
+            if not fork_server_from_here():
+                forkserver.ensure_running()
 
 
 def _start(context, study, settings, index, parent_run_id, threads):
