@@ -82,8 +82,10 @@ def postgres():
 
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory):
-    """`mlflow server` on 127.0.0.1 with its backend store in PostgreSQL; stopped (whole group) at the end."""
-    proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), postgres("mlflow"), workers=2)
+    """`mlflow server` on 127.0.0.1 with its backend store in PostgreSQL; stopped (whole group) at the end. One
+    uvicorn worker: it serves the two machines' requests concurrently all the same (a thread pool), without two
+    more interpreters importing MLflow (10 s of CPU)."""
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"), postgres("mlflow"))
     try:
         yield url
     finally:
