@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import signal
 import socket
 import sys
 import threading
@@ -65,6 +66,9 @@ def fork_server_from_here() -> bool:
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:  # the server: multiprocessing's loop, nothing else of this process
+                # Deaf to the terminal's Ctrl-C from its first instruction, as the usual server is (each worker
+                # sets its own disposition, `workers._worker_entry`).
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 os.close(alive_w)
                 try:
                     forkserver.main(listener.fileno(), alive_r, [])
