@@ -14,13 +14,16 @@ from support import DEADLINE_S, sqlite_store
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork servers and /proc: Linux")
 
-# A worker target that proves it ran in a forked, warm process: its exit code says whether MLflow was
-# already imported when it started (it was imported by the server's parent, never by the worker).
+# A worker target that proves it ran in a forked, warm process: its exit code says whether Optuna was
+# already imported when it started (it was imported by the server's parent, never by the worker). It starts a
+# fork server of its own first: no lock of multiprocessing's is left held in a forked server's workers.
 CHECK = """
 import multiprocessing, sys
+from multiprocessing import forkserver
 from workbench.studies.fork_server import fork_server_from_here
 
 def target():
+    forkserver.ensure_running()
     sys.exit(7 if "optuna" in sys.modules else 3)
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ WORKER_MODULES = (
 )
 # Loaded only once a store may have been opened: a process that has them is not forked.
 OPENS_STORES = ("mlflow", "sqlalchemy")
-_SERVER_STATE = ("_lock", "_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd")
+_SERVER_STATE = ("_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd")
 _MAIN_PARAMETERS = ["listener_fd", "alive_r", "preload", "main_path", "sys_path"]
 
 
@@ -47,35 +47,36 @@ def fork_server_from_here() -> bool:
             or not all(hasattr(server, name) for name in _SERVER_STATE)
             or list(inspect.signature(forkserver.main).parameters) != _MAIN_PARAMETERS):
         return False
-    with server._lock:
-        if server._forkserver_pid is not None:
-            return False  # one is running already
-        for name in WORKER_MODULES:
-            importlib.import_module(name)
-        if threading.active_count() > 1:  # an import started a thread: not safe to fork after all
-            return False
-        resource_tracker.ensure_running()  # shared with the workers, as the usual server's is
-        with socket.socket(socket.AF_UNIX) as listener:
-            address = connection.arbitrary_address("AF_UNIX")
-            listener.bind(address)
-            if not util.is_abstract_socket_namespace(address):
-                os.chmod(address, 0o600)
-            listener.listen()
-            alive_r, alive_w = os.pipe()  # the server exits when this process (the write end) is gone
-            sys.stdout.flush()  # else the workers would print what is still buffered here again
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:  # the server: multiprocessing's loop, nothing else of this process
-                # Deaf to the terminal's Ctrl-C from its first instruction, as the usual server is (each worker
-                # sets its own disposition, `workers._worker_entry`).
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                os.close(alive_w)
-                try:
-                    forkserver.main(listener.fileno(), alive_r, [])
-                finally:
-                    os._exit(0)
-            os.close(alive_r)
-        server._forkserver_address = address
-        server._forkserver_alive_fd = alive_w
-        server._forkserver_pid = pid
+    # Only this thread runs (checked above and again after the imports), so the server's lock is not taken: a
+    # lock held while forking would stay held in the server and in every worker forked from it.
+    if server._forkserver_pid is not None:
+        return False  # one is running already
+    for name in WORKER_MODULES:
+        importlib.import_module(name)
+    if threading.active_count() > 1:  # an import started a thread: not safe to fork after all
+        return False
+    resource_tracker.ensure_running()  # shared with the workers, as the usual server's is
+    with socket.socket(socket.AF_UNIX) as listener:
+        address = connection.arbitrary_address("AF_UNIX")
+        listener.bind(address)
+        if not util.is_abstract_socket_namespace(address):
+            os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()  # the server exits when this process (the write end) is gone
+        sys.stdout.flush()  # else the workers would print what is still buffered here again
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the server: multiprocessing's loop, nothing else of this process
+            # Deaf to the terminal's Ctrl-C from its first instruction, as the usual server is (each worker
+            # sets its own disposition, `workers._worker_entry`).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            os.close(alive_w)
+            try:
+                forkserver.main(listener.fileno(), alive_r, [])
+            finally:
+                os._exit(0)
+        os.close(alive_r)
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
     return True
