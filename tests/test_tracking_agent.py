@@ -148,6 +148,32 @@ def test_a_store_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, store, mon
     assert not (tmp_path / "offline").exists() or not any((tmp_path / "offline").iterdir())
 
 
+@pytest.mark.slow
+def test_a_write_after_the_agent_removed_the_journal_of_an_unusable_store_is_the_agents_one_line_error(
+        tmp_path, monkeypatch):
+    """A run that reaches a hand-over after the agent found the store unusable (it removes the journal and
+    exits 2) gets the agent's error, not a traceback: seen once on CI, a 3-epoch run to a dead server wrote its
+    diagnosis into the removed journal and ended with FileNotFoundError (exit 1)."""
+    from workbench.errors import UserError
+    from workbench.runner import build_run
+    from workbench.spec import load_spec
+    from workbench.tracking.agent import AgentTracker, TrackingAgent
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("WORKBENCH_OFFLINE_DIR", str(tmp_path / "offline"))
+    uri = f"http://127.0.0.1:{free_port()}"
+    spec = load_spec(SPEC, list(SMALL))
+    agent = TrackingAgent.launch(uri)
+    AgentTracker(spec, agent).start(build_run(spec))  # the run's first operations: the agent opens the store
+    agent.process.wait(DEADLINE_S)  # it found the store unusable, removed the journal and exited
+    assert not agent.directory.exists()
+    assert tmp_path.is_dir()  # above the offline folder: the user's, kept (it was removed when it was empty)
+    (tmp_path / "diagnosis").mkdir()
+    (tmp_path / "diagnosis" / "diagnosis.json").write_text("{}")
+    with pytest.raises(UserError, match=f"cannot log to MLflow at {uri}"):
+        agent.write({"op": "log_artifacts", "artifact_path": None}, tmp_path / "diagnosis")
+
+
 @pytest.mark.parametrize("planned", [1_270, 127_000, 36_000_000])
 def test_metric_series_are_bounded_whatever_the_planned_length(planned):
     feed = MetricFeed(log_every=10, planned_steps=planned)

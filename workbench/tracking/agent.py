@@ -78,6 +78,7 @@ PLOT_SHARES = (("diagnosis.png", "gradient_flow.gif", "loss.png"),
                 "grad_histograms.png"))
 PLOT_TIMEOUT_S = 120.0  # then the forked drawing is taken as hung and the agent draws itself
 EXIT_UNUSABLE_STORE = 2
+AGENT_EXIT_WAIT_S = 30.0  # for the agent to say why its journal is gone (it exits right after removing it)
 
 
 # ==================================================================================================
@@ -111,7 +112,21 @@ class TrackingAgent:
         return self.spool.dir
 
     def write(self, op: dict, files: Path | None = None) -> None:
-        self.spool.append(op, files)
+        if not self.directory.exists():
+            self._journal_gone()
+        try:
+            self.spool.append(op, files)
+        except FileNotFoundError:
+            self._journal_gone()
+            raise
+
+    def _journal_gone(self) -> None:
+        """The agent found the store unusable and removed the journal, here before or while this process wrote to
+        it (a run that reached a hand-over first): raise the agent's one-line error, not a traceback."""
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(AGENT_EXIT_WAIT_S)
+        self.check()
 
     def run_id(self) -> str | None:
         if self.result and self.result.get("run_id"):
@@ -460,8 +475,10 @@ def keep_for_sync(directory: Path) -> Path:
 
 
 def remove_empty_parents(directory: Path) -> None:
-    """The offline folder and `.workbench` when nothing is left in them."""
-    for parent in list(Path(directory).parents)[:2]:
+    """The offline folder, and the `.workbench` above the default one, when nothing is left in them (never a
+    folder of the user's: with WORKBENCH_OFFLINE_DIR=/data/offline, /data stays even when it is empty)."""
+    offline = Path(directory).parent
+    for parent in [offline, *([offline.parent] if offline.parent.name == ".workbench" else [])]:
         try:
             parent.rmdir()
         except OSError:
