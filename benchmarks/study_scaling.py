@@ -55,12 +55,13 @@ def cpu_seconds() -> float:
 def fork_server_cpu_seconds() -> float:
     from multiprocessing import forkserver
 
+    from workbench.machine import proc_stat_fields
+
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001 - no public accessor
     if pid is None:
         return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
+    fields = proc_stat_fields(pid)
+    if fields is None:
         return 0.0
     utime, stime, cutime, cstime = (int(v) for v in fields[11:15])  # fields 14-17 of proc(5)
     return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")

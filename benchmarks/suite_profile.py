@@ -23,6 +23,8 @@ from collections import Counter
 
 from _common import REPO_ROOT, machine_facts, markdown_table, save_results, warn_if_busy
 
+from workbench.machine import proc_stat_fields
+
 INTERVAL_S = 0.25
 TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = (  # (kind, pattern of the command line), first match wins
@@ -52,10 +54,10 @@ def sample(seen: dict) -> None:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
+        fields = proc_stat_fields(name)
+        if fields is None:  # the process ended meanwhile
+            continue
         try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-            fields = stat[stat.rindex(")") + 2:].split()
             key = (int(name), fields[19])  # pid and start time: a reused pid is another process
             cpu = (int(fields[11]) + int(fields[12])) / TICKS
             if key not in seen:

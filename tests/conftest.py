@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pkgutil
@@ -118,15 +119,13 @@ def pytest_collection_modifyitems(config, items):
 # and with it the examples, are the same alone, in the suite and in any order.
 NOT_LOADED = {"workbench.__main__",  # the package's entry point: it runs the CLI
               "workbench.studies.worker_preload"}  # the study fork server's: it makes its process ignore Ctrl-C
-_LOADED: list[bool] = []
 
 
+@functools.cache  # once per process
 def load_every_workbench_module() -> None:
-    if not _LOADED:
-        for module in pkgutil.walk_packages(workbench.__path__, "workbench."):
-            if module.name not in NOT_LOADED:
-                importlib.import_module(module.name)
-        _LOADED.append(True)
+    for module in pkgutil.walk_packages(workbench.__path__, "workbench."):
+        if module.name not in NOT_LOADED:
+            importlib.import_module(module.name)
 
 
 def stray_local_modules() -> list[str]:

@@ -1,4 +1,4 @@
-"""What this process may use of the machine: its cores and numpy's BLAS threads.
+"""What this process may use of the machine (its cores and numpy's BLAS threads), and what /proc says of a process.
 
 Shared by the optimizer (how many threads a blocked step uses) and the studies (how many BLAS
 threads each worker gets); imports neither mlflow nor optuna.
@@ -7,6 +7,17 @@ threads each worker gets); imports neither mlflow nor optuna.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+
+def proc_stat_fields(pid: int | str) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first: proc(5)'s field 3 is index 0, the parent's
+    pid index 1, utime and stime 11 and 12, the start time 19); None without /proc or the process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
 
 
 def cores() -> int:

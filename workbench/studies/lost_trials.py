@@ -21,6 +21,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from workbench.machine import proc_stat_fields
 from workbench.studies.objective import FAIL, TAG_OPTUNA_STUDY, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE
 
 
@@ -144,24 +145,15 @@ def local_worker_pid(trial, host: str) -> int | None:
 
 def process_start_ticks(pid: int) -> int | None:
     """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); None where unknown."""
-    stat = _proc_stat(pid)
+    stat = proc_stat_fields(pid)
     return int(stat[19]) if stat is not None else None
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state first); None without /proc or the process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()
 
 
 def _alive(pid: int, started: int | None = None) -> bool:
     """Whether the worker `pid` still runs: not gone, not a zombie (an orphan whose parent, PID 1 in
     a container, never reaps it), and not a new process that reuses the pid (its start time differs)."""
     if Path("/proc/self/stat").exists():
-        stat = _proc_stat(pid)
+        stat = proc_stat_fields(pid)
         if stat is None or stat[0] in ("Z", "X"):
             return False
         return started is None or int(stat[19]) == int(started)

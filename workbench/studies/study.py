@@ -276,7 +276,7 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if settings.workers > 1 and not report_only:
-        start_worker_server()  # its imports run while this process opens the stores
+        start_worker_server()  # before the stores open: forked from here, or its imports overlap opening them
     storage = open_storage(settings.storage)
     with budget_lock(settings.storage, settings.study_name):
         plan = study.create_plan(settings, storage)
