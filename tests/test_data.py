@@ -438,3 +438,71 @@ def test_npz_errors_name_the_culprit(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
     with pytest.raises(UserError, match="junk.npz"):
         load_dataset("npz", path=str(tmp_path / "junk.npz"))
+
+
+# -- the toy shapes and the splits without scikit-learn ---------------------------------------------------------
+def test_moons_circles_and_splits_keep_the_arrays_every_run_so_far_had():
+    """Stored from the runs before the workbench drew them itself (scikit-learn's make_moons, make_circles and
+    train_test_split): the labels and indices exactly, the coordinates to 1e-9 (libm may differ in the last bit)."""
+    from workbench.data.splits import shuffle_split
+    from workbench.data.synthetic import make_circles, make_moons
+
+    X, y = make_moons(200, 0.1, 0)
+    assert y[:24].tolist() == [0, 1, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 0, 0, 1, 1, 0, 1]
+    np.testing.assert_allclose(X[:2], [[0.792357354513, 0.502648572916], [1.631583152462, -0.463896704814]],
+                               atol=1e-9)
+    X, y = make_circles(101, 0.05, 3)
+    assert y[:24].tolist() == [1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 1, 0, 1, 1, 0, 1, 1, 0, 1, 0, 1, 0, 0, 0]
+    np.testing.assert_allclose(X[:2], [[0.315438416144, -0.290970206757], [-0.335053693705, 0.406539456908]],
+                               atol=1e-9)
+    kept, taken = shuffle_split(np.repeat(np.arange(3), [10, 7, 4]), 21, 0.3, 5)
+    assert kept.tolist() == [13, 5, 3, 7, 12, 15, 17, 11, 2, 1, 4, 8, 19, 18]
+    assert taken.tolist() == [14, 16, 20, 10, 0, 6, 9]
+    kept, taken = shuffle_split(None, 12, 0.25, 9)
+    assert kept.tolist() == [0, 3, 4, 1, 11, 10, 8, 6, 5] and taken.tolist() == [7, 9, 2]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(st.integers(0, 6), min_size=2, max_size=120), st.floats(0.01, 0.99), st.integers(0, 2**31 - 1),
+       st.booleans())
+def test_splits_are_scikit_learns_train_test_split_or_refused_where_it_refuses(labels, fraction, seed, stratified):
+    """scikit-learn (a dependency) as the oracle: the same indices, and a refusal exactly where it refuses."""
+    from sklearn.model_selection import train_test_split
+
+    from workbench.data.splits import shuffle_split
+
+    y = np.array(labels)
+    stratify = y if stratified else None
+    try:
+        expected = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError:
+        with pytest.raises(ValueError):
+            shuffle_split(stratify, len(y), fraction, seed)
+        return
+    kept, taken = shuffle_split(stratify, len(y), fraction, seed)
+    assert kept.tolist() == expected[0].tolist() and taken.tolist() == expected[1].tolist()
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 200])
+@pytest.mark.parametrize("seed", [0, 11])
+def test_moons_and_circles_are_scikit_learns(n, seed):
+    from sklearn.datasets import make_circles as sklearn_circles
+    from sklearn.datasets import make_moons as sklearn_moons
+
+    from workbench.data.synthetic import make_circles, make_moons
+
+    for ours, theirs in ((make_moons(n, 0.2, seed), sklearn_moons(n, noise=0.2, random_state=seed)),
+                         (make_circles(n, 0.2, seed), sklearn_circles(n, noise=0.2, factor=0.5, random_state=seed))):
+        assert ours[1].tolist() == theirs[1].tolist()
+        np.testing.assert_allclose(ours[0], theirs[0], rtol=0, atol=1e-12)
+
+
+def test_a_toy_problem_loads_without_importing_scikit_learn():
+    """scikit-learn costs a process 2 s to import: a `workbench run` (or a study worker) on moons must not pay it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from workbench.data import load_dataset; load_dataset('moons'); load_dataset('circles');"
+            "print(sorted(m for m in ('sklearn', 'scipy', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -14,9 +14,10 @@ from support import DEADLINE_S, sqlite_store
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork servers and /proc: Linux")
 
-# A worker target that proves it ran in a forked, warm process: its exit code says whether Optuna was
-# already imported when it started (it was imported by the server's parent, never by the worker). It starts a
-# fork server of its own first: no lock of multiprocessing's is left held in a forked server's workers.
+# A worker target that proves it ran in a forked, warm process: its exit code says whether Optuna and the
+# module asked for beside the workers' own (`wave`, which nothing else imports: as a study asks for its data's)
+# were already imported when it started (by the server's parent, never by the worker). It starts a fork server
+# of its own first: no lock of multiprocessing's is left held in a forked server's workers.
 CHECK = """
 import multiprocessing, sys
 from multiprocessing import forkserver
@@ -24,11 +25,11 @@ from workbench.studies.fork_server import fork_server_from_here
 
 def target():
     forkserver.ensure_running()
-    sys.exit(7 if "optuna" in sys.modules else 3)
+    sys.exit(7 if "optuna" in sys.modules and "wave" in sys.modules else 3)
 
 if __name__ == "__main__":
     {before}
-    print(fork_server_from_here())
+    print(fork_server_from_here(("wave",)))
     process = multiprocessing.get_context("forkserver").Process(target=target)
     process.start()
     process.join({deadline})
@@ -98,3 +99,16 @@ def test_a_study_scripts_workers_come_from_a_server_forked_from_the_script(tmp_p
     seen = {p.read_text() for p in parents.iterdir()}  # one per worker that ran a trial
     assert seen and all("study_script.py" in command and "multiprocessing.forkserver" not in command
                         for command in seen), seen
+
+
+def test_a_study_asks_its_workers_server_for_what_its_data_needs():
+    """scikit-learn's bundled sets cost each worker 2 s to import: the server imports them once; the toy shapes
+    need nothing; a tuned source counts with each of its choices."""
+    from workbench.studies import Categorical, Study
+
+    def study(source: str, space: dict) -> Study:
+        return Study(name="s", base={"data": {"source": source}}, space=space)
+
+    assert study("iris", {}).data_imports() == ("sklearn.datasets",)
+    assert study("moons", {}).data_imports() == ()
+    assert study("moons", {"data.source": Categorical(["moons", "digits"])}).data_imports() == ("sklearn.datasets",)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from workbench.data.builtin import BUILTIN_LOADERS
+from workbench.data.builtin import BUILTIN_IMPORTS, BUILTIN_LOADERS
 from workbench.data.checks import check_class_sizes, check_finite, did_you_mean, encode_labels
 from workbench.data.csv_file import load_csv
 from workbench.data.dataset import Dataset, RawData, SourceOptions
@@ -21,7 +21,7 @@ from workbench.data.mnist import mnist
 from workbench.data.npz_file import load_npz
 from workbench.data.sequences import SEQUENCE_LOADERS
 from workbench.data.splits import fit_standardizer, split_off, subsample
-from workbench.data.synthetic import SYNTHETIC_LOADERS
+from workbench.data.synthetic import SYNTHETIC_IMPORTS, SYNTHETIC_LOADERS
 from workbench.errors import UserError
 
 LOADERS: dict[str, tuple[str, Callable[[SourceOptions], RawData]]] = {
@@ -34,8 +34,15 @@ LOADERS: dict[str, tuple[str, Callable[[SourceOptions], RawData]]] = {
 }
 # source name -> task ("classification", "regression", or "from_file" when the file decides)
 SOURCES: dict[str, str] = {name: task for name, (task, _) in LOADERS.items()}
+SOURCE_IMPORTS: dict[str, tuple[str, ...]] = {**BUILTIN_IMPORTS, **SYNTHETIC_IMPORTS}
 DTYPES = ("float32", "float64")
 MNIST_MIN_TEST = 10  # with `limit`, MNIST's test set is capped at max(limit // 6, this)
+
+
+def source_imports(source: str) -> tuple[str, ...]:
+    """The modules that loading `source` imports (scikit-learn's data sets: 2 s of CPU), for a process that
+    forks others which will load it: imported once there instead of in each of them."""
+    return SOURCE_IMPORTS.get(source, ())
 
 
 def _check_options(

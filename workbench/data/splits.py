@@ -7,6 +7,8 @@ the training part only, so validation and test scores are honest.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from workbench.errors import UserError
@@ -49,12 +51,8 @@ def split_off(
     fraction 0 gives an empty part of the right shape."""
     if fraction == 0:
         return X, y, X[:0], y[:0]
-    from sklearn.model_selection import train_test_split  # lazy: keeps `import workbench.data` fast
-
     try:
-        X_keep, X_part, y_keep, y_part = train_test_split(
-            X, y, test_size=fraction, random_state=seed, stratify=y if stratified else None
-        )
+        keep, taken = shuffle_split(y if stratified else None, len(y), fraction, seed)
     except ValueError as error:
         if stratified:
             counts = np.bincount(y)
@@ -65,7 +63,55 @@ def split_off(
         raise UserError(
             f"{origin}: cannot split off a {part} set of {fraction:g} from {what} ({error}): {fix}"
         ) from None
-    return X_keep, y_keep, X_part, y_part
+    return X[keep], y[keep], X[taken], y[taken]
+
+
+def shuffle_split(labels: np.ndarray | None, n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, taken) indices, ceil(fraction * n) of them taken, stratified by `labels` unless None.
+
+    The indices scikit-learn's `train_test_split(..., test_size=fraction, random_state=seed, stratify=labels)`
+    gives (its ShuffleSplit and StratifiedShuffleSplit: the same draws from a `RandomState(seed)` in the same
+    order; tests/test_data.py holds them to scikit-learn's and to stored values), so that every split made so far
+    stays as it was, without importing scikit-learn (2 s of CPU in every process that loads a toy problem)."""
+    n_taken = math.ceil(fraction * n)
+    n_kept = n - n_taken
+    if n_kept <= 0:
+        raise ValueError(f"the rest would be empty ({n_taken} of {n} taken)")
+    rng = np.random.RandomState(seed)
+    if labels is None:
+        order = rng.permutation(n)
+        return order[n_taken:], order[:n_taken]
+    _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError("a class has a single example; stratifying needs at least 2 per class")
+    if min(n_kept, n_taken) < len(counts):
+        raise ValueError(f"{min(n_kept, n_taken)} examples cannot hold each of {len(counts)} classes once")
+    members = np.split(np.argsort(codes, kind="stable"), np.cumsum(counts)[:-1])
+    kept_per_class = _proportional_counts(counts, n_kept, rng)
+    taken_per_class = _proportional_counts(counts - kept_per_class, n_taken, rng)
+    kept, taken = [], []
+    for k, indices in enumerate(members):
+        shuffled = indices.take(rng.permutation(counts[k]), mode="clip")
+        kept.append(shuffled[: kept_per_class[k]])
+        taken.append(shuffled[kept_per_class[k] : kept_per_class[k] + taken_per_class[k]])
+    return rng.permutation(np.concatenate(kept)), rng.permutation(np.concatenate(taken))
+
+
+def _proportional_counts(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of `draws` each class gets: its floored share, then one more for the classes with the largest
+    remainders, ties broken at random (scikit-learn's `_approximate_mode`, draw for draw)."""
+    share = counts / counts.sum() * draws
+    floored = np.floor(share)
+    missing = int(draws - floored.sum())
+    remainder = share - floored
+    for value in np.unique(remainder)[::-1]:
+        if missing <= 0:
+            break
+        (tied,) = np.where(remainder == value)
+        chosen = rng.choice(tied, size=min(len(tied), missing), replace=False)
+        floored[chosen] += 1
+        missing -= len(chosen)
+    return floored.astype(int)
 
 
 def fit_standardizer(X: np.ndarray, block: int = 8192) -> tuple[np.ndarray, np.ndarray]:

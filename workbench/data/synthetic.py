@@ -15,19 +15,48 @@ def _names(n: int) -> tuple[str, ...]:
     return tuple(f"x{i}" for i in range(n))
 
 
+def _two_shapes(outer: np.ndarray, inner: np.ndarray, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The points of two shapes labelled 0 (outer) and 1 (inner), shuffled, plus Gaussian noise: the arrays
+    scikit-learn's `make_moons` / `make_circles` give for `random_state=seed` (the same draws from a
+    `RandomState(seed)`, in the same order; a test holds them to stored values), without importing scikit-learn,
+    which costs a process 2 s of CPU: a study's every worker paid it for the toy problems."""
+    rng = np.random.RandomState(seed)
+    X = np.concatenate([outer, inner], axis=1).T
+    y = np.concatenate([np.zeros(outer.shape[1], dtype=np.intp), np.ones(inner.shape[1], dtype=np.intp)])
+    order = np.arange(len(y))
+    rng.shuffle(order)
+    X, y = X[order], y[order]
+    X += rng.normal(scale=noise, size=X.shape)
+    return X, y
+
+
+def make_moons(n_samples: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaving half circles of n // 2 and n - n // 2 points."""
+    n_out = n_samples // 2
+    outer = np.linspace(0, np.pi, n_out)
+    inner = np.linspace(0, np.pi, n_samples - n_out)
+    return _two_shapes(np.stack([np.cos(outer), np.sin(outer)]),
+                       np.stack([1 - np.cos(inner), 1 - np.sin(inner) - 0.5]), noise, seed)
+
+
+def make_circles(n_samples: int, noise: float, seed: int, factor: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """A circle of radius `factor` inside the unit circle, n // 2 points on the outer one."""
+    n_out = n_samples // 2
+    outer = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
+    inner = np.linspace(0, 2 * np.pi, n_samples - n_out, endpoint=False)
+    return _two_shapes(np.stack([np.cos(outer), np.sin(outer)]),
+                       np.stack([np.cos(inner) * factor, np.sin(inner) * factor]), noise, seed)
+
+
 def moons(options: SourceOptions) -> RawData:
     """Two interleaving half circles: the classic not-linearly-separable toy."""
-    from sklearn.datasets import make_moons
-
-    X, y = make_moons(n_samples=options.n_samples, noise=options.noise, random_state=options.seed)
+    X, y = make_moons(options.n_samples, options.noise, options.seed)
     return RawData("moons", "moons", "classification", X, y, _names(2))
 
 
 def circles(options: SourceOptions) -> RawData:
     """A small circle inside a large one (factor 0.5)."""
-    from sklearn.datasets import make_circles
-
-    X, y = make_circles(n_samples=options.n_samples, noise=options.noise, factor=0.5, random_state=options.seed)
+    X, y = make_circles(options.n_samples, options.noise, options.seed)
     return RawData("circles", "circles", "classification", X, y, _names(2))
 
 
@@ -91,3 +120,6 @@ SYNTHETIC_LOADERS: dict[str, tuple[str, Callable[[SourceOptions], RawData]]] = {
     "classification": ("classification", classification),
     "regression": ("regression", regression),
 }
+# What loading each of them imports beyond numpy (moons, circles and spirals: nothing).
+SYNTHETIC_IMPORTS: dict[str, tuple[str, ...]] = {"classification": ("sklearn.datasets",),
+                                                 "regression": ("sklearn.datasets",)}

@@ -37,9 +37,10 @@ _SERVER_STATE = ("_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd
 _MAIN_PARAMETERS = ["listener_fd", "alive_r", "preload", "main_path", "sys_path"]
 
 
-def fork_server_from_here() -> bool:
-    """Become the parent of this process's fork server, forked from it after `WORKER_MODULES` are imported.
-    False where that is not safe or this Python's multiprocessing differs (the caller starts the usual one)."""
+def fork_server_from_here(also: tuple[str, ...] = ()) -> bool:
+    """Become the parent of this process's fork server, forked from it after `WORKER_MODULES` and `also` (what
+    the study's data needs) are imported. False where that is not safe or this Python's multiprocessing differs
+    (the caller starts the usual one)."""
     from multiprocessing import connection, forkserver, resource_tracker, util
 
     server = forkserver._forkserver
@@ -51,7 +52,7 @@ def fork_server_from_here() -> bool:
     # lock held while forking would stay held in the server and in every worker forked from it.
     if server._forkserver_pid is not None:
         return False  # one is running already
-    for name in WORKER_MODULES:
+    for name in (*WORKER_MODULES, *also):
         importlib.import_module(name)
     if threading.active_count() > 1:  # an import started a thread: not safe to fork after all
         return False

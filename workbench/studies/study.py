@@ -185,6 +185,14 @@ class Study:
             blas_threads=blas_threads,
         )
 
+    def data_imports(self) -> tuple[str, ...]:
+        """What loading the data of this study's trials imports: the base's source and any tuned over."""
+        from workbench.data.loader import source_imports
+
+        tuned = self.space.get("data.source")
+        sources = {self.base_spec().data.source, *(getattr(tuned, "choices", ()))}
+        return tuple(sorted({name for source in sources for name in source_imports(str(source))}))
+
     def base_spec(self) -> Spec:
         if isinstance(self.base, Spec):
             return self.base
@@ -276,7 +284,8 @@ def execute_study(study: Study, settings: Settings, *, report_only: bool = False
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if settings.workers > 1 and not report_only:
-        start_worker_server()  # before the stores open: forked from here, or its imports overlap opening them
+        # before the stores open: forked from here, or its imports overlap opening them
+        start_worker_server(study.data_imports())
     storage = open_storage(settings.storage)
     with budget_lock(settings.storage, settings.study_name):
         plan = study.create_plan(settings, storage)

@@ -331,27 +331,28 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def worker_context():
-    """Where workers come from: a fork server that imported what they need once (`worker_preload`), where the
-    platform has one; else spawn (each worker imports everything itself)."""
+def worker_context(also: tuple[str, ...] = ()):
+    """Where workers come from: a fork server that imported what they need once (`worker_preload`, and `also`),
+    where the platform has one; else spawn (each worker imports everything itself)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["workbench.studies.worker_preload"])
+    context.set_forkserver_preload(["workbench.studies.worker_preload", *also])
     return context
 
 
-def start_worker_server() -> None:
-    """Start the fork server now: forked from this process where that is safe (`fork_server`), else a new
+def start_worker_server(also: tuple[str, ...] = ()) -> None:
+    """Start the fork server now, with `also` imported (what the study's data needs: scikit-learn's data sets
+    cost each worker 2 s otherwise): forked from this process where that is safe (`fork_server`), else a new
     interpreter whose imports overlap this process's own start (stores, plan)."""
-    context = worker_context()
+    context = worker_context(also)
     if context.get_start_method() == "forkserver":
         with contextlib.suppress(Exception):  # then it starts with the first worker, or spawn takes over
             from multiprocessing import forkserver
 
             from workbench.studies.fork_server import fork_server_from_here
 
-            if not fork_server_from_here():
+            if not fork_server_from_here(also):
                 forkserver.ensure_running()
 
 
