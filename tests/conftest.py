@@ -184,3 +184,16 @@ def blobs() -> ArrayData:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> str:
+    """The URL of an `mlflow server` on 127.0.0.1 (SQLite backend, artifacts proxied into a temporary folder),
+    shared by the tests that need a healthy server and nothing else of it (`support.SHARED_SERVER`)."""
+    from support import start_mlflow_server, stop_group
+
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("shared-mlflow-server"))
+    try:
+        yield url
+    finally:
+        stop_group(proc)

@@ -110,6 +110,12 @@ def sqlite_store(folder: Path, name: str = "mlflow.db") -> str:
 
 
 # -- mlflow server ------------------------------------------------------------------------------------------
+# The tests that need a healthy `mlflow server` and nothing else of it share one (conftest's `mlflow_server`),
+# in this xdist group, so that one worker runs them all: each server is two interpreters importing MLflow
+# (8-10 s of CPU). They find their runs by id; a test that stops or breaks a server starts its own.
+SHARED_SERVER = "tracking_server"  # tests/test_tracking_server.py's group (conftest.SHARED_FIXTURES)
+
+
 def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=5) as response:

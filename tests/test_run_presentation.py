@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from support import sqlite_store, start_mlflow_server, stop_group
+from support import SHARED_SERVER, sqlite_store
 
 from workbench.cli import main
 from workbench.studies import Categorical, Float, Study
@@ -124,17 +124,15 @@ def test_study_parent_and_children_on_sqlite_and_the_best_trial_registered(tmp_p
 
 
 # -- on a real mlflow server --------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    proc, url = start_mlflow_server(tmp_path_factory.mktemp("presentation-server"))
-    try:
-        yield url
-    finally:
-        stop_group(proc)
+@pytest.fixture
+def server(mlflow_server):
+    """The session's `mlflow server` (tests/conftest.py), shared with the tests of its xdist group."""
+    return mlflow_server
 
 
 @pytest.mark.server
 @pytest.mark.slow
+@pytest.mark.xdist_group(SHARED_SERVER)
 def test_single_run_on_a_server(server, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     check_single_run(MlflowClient(server), single_run(server, capsys))
@@ -142,6 +140,7 @@ def test_single_run_on_a_server(server, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.server
 @pytest.mark.slow
+@pytest.mark.xdist_group(SHARED_SERVER)
 def test_study_parent_and_children_on_a_server(server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     check_study(MlflowClient(server), run_study(server, tmp_path), tmp_path / "optuna.journal")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from support import DEADLINE_S, kill_group, start_mlflow_server, stop_group
+from support import DEADLINE_S, kill_group, start_mlflow_server
 
 import workbench
 from workbench.execute import execute
@@ -22,19 +22,19 @@ SPEC = REPO / "experiments" / "digits_mlp.toml"
 SMALL = ["model.hidden=[32]", "training.epochs=2", "monitor.log_every=5", "early_stopping.enabled=false"]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`mlflow server` proxying artifacts into a temporary folder; stopped (whole group) at the end."""
-    proc, url = start_mlflow_server(tmp_path_factory.mktemp("server"))
-    try:
-        yield url
-    finally:
-        stop_group(proc)
+@pytest.fixture
+def server(mlflow_server):
+    """The session's `mlflow server` (tests/conftest.py; this module is in its xdist group)."""
+    return mlflow_server
+
+
+# An experiment of these tests' own on the shared server: the default one's note is whoever creates it first's.
+OWN_EXPERIMENT = {"experiment_name": "over-http"}
 
 
 def test_run_logged_over_http(server, tmp_path):
     spec = load_spec(SPEC, SMALL)
-    outcome = execute(spec, tracking_uri=server)
+    outcome = execute(spec, tracking_uri=server, tracker_options=OWN_EXPERIMENT)
     client = MlflowClient(server)
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
@@ -53,7 +53,7 @@ def test_run_logged_over_http(server, tmp_path):
 
 def test_divergent_run_over_http_is_failed(server):
     spec = load_spec(SPEC, [*SMALL, "optimizer.name=sgd", "optimizer.lr=10", "model.init=normal", "model.init_scale=5"])
-    outcome = execute(spec, tracking_uri=server)
+    outcome = execute(spec, tracking_uri=server, tracker_options=OWN_EXPERIMENT)
     client = MlflowClient(server)
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FAILED" and "non-finite" in run.data.tags["workbench.status_reason"]
