@@ -206,7 +206,13 @@ def test_divergence_is_failed_with_reason_and_everything_logged(store, client):
     assert "non-finite" in run.data.tags["workbench.status_reason"]
     record = outcome.run.record
     assert metric_steps(client, outcome.run_id, "grad_norm/dense1") == [int(s) for s in record.steps if s % 5 == 0]
-    assert {"stats/record.npz", "model/weights.npz", "spec.toml"} <= artifact_paths(client, outcome.run_id)
+    paths = artifact_paths(client, outcome.run_id)
+    assert {"stats/record.npz", "model/weights.npz", "spec.toml", "plots/loss.png", "plots/diagnosis.png"} <= paths
+
+
+# For the tests that assert nothing of the figures: drawing them costs each run 2 s of CPU (the figures of
+# finished and diverged runs are checked above, their drawing in tests/test_plots.py).
+NO_PLOTS = {"plots": False}
 
 
 class Boom(Hook):
@@ -219,7 +225,7 @@ class Boom(Hook):
 def test_exception_is_failed_with_reason_and_reraised(store, client):
     spec = small_spec()
     with pytest.raises(RuntimeError, match="boom"):
-        execute(spec, tracking_uri=store, hooks=(Boom(),), tracker_options={"run_name": "boom"})
+        execute(spec, tracking_uri=store, hooks=(Boom(),), tracker_options={"run_name": "boom", **NO_PLOTS})
     run = client.search_runs([ensure_experiment(client, spec.name)], "tags.mlflow.runName = 'boom'")[0]
     assert run.info.status == "FAILED"
     assert run.data.tags["workbench.status_reason"] == "RuntimeError: boom at step 50"
@@ -235,7 +241,7 @@ def test_finish_warns_instead_of_hiding_the_error(store, client, capsys):
 
     spec = small_spec()
     run = build_run(spec, hooks=(Boom(),))
-    tracker = RunTracker(spec, tracking_uri=store)
+    tracker = RunTracker(spec, tracking_uri=store, **NO_PLOTS)
     tracker.start(run)
     with pytest.raises(RuntimeError, match="boom"):
         run.trainer.fit()
@@ -320,7 +326,7 @@ def test_metric_logger_sends_chunks_and_non_finite_values(store, client):
 def test_tracker_options_parent_name_tags_experiment(store, client):
     parent = client.create_run(ensure_experiment(client, "study")).info.run_id
     outcome = execute(small_spec("training.epochs=1"), tracking_uri=store, tracker_options={
-        "experiment_name": "study", "parent_run_id": parent, "run_name": "trial-0", "tags": {"trial": 0}})
+        "experiment_name": "study", "parent_run_id": parent, "run_name": "trial-0", "tags": {"trial": 0}, **NO_PLOTS})
     run = client.get_run(outcome.run_id)
     assert client.get_experiment(run.info.experiment_id).name == "study"
     assert run.data.tags["mlflow.parentRunId"] == parent
