@@ -497,12 +497,26 @@ def test_moons_and_circles_are_scikit_learns(n, seed):
         np.testing.assert_allclose(ours[0], theirs[0], rtol=0, atol=1e-12)
 
 
-def test_a_toy_problem_loads_without_importing_scikit_learn():
-    """scikit-learn costs a process 2 s to import: a `workbench run` (or a study worker) on moons must not pay it."""
+def test_the_digits_are_scikit_learns_load_digits():
+    from sklearn.datasets import load_digits
+
+    from workbench.data.builtin import _read_digits
+
+    X, target, features, target_names, images_shape = _read_digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(X, bunch.data)
+    np.testing.assert_array_equal(target, bunch.target)
+    assert features == tuple(bunch.feature_names) and images_shape == bunch.images.shape
+    np.testing.assert_array_equal(target_names, bunch.target_names)
+
+
+def test_the_digits_and_the_toy_problems_load_without_importing_scikit_learn():
+    """scikit-learn costs a process 2 s to import: a `workbench run` of the default experiment or on moons (or a
+    study worker) must not pay it."""
     import subprocess
     import sys
 
     code = ("import sys; from workbench.data import load_dataset; load_dataset('moons'); load_dataset('circles');"
-            "print(sorted(m for m in ('sklearn', 'scipy', 'pandas') if m in sys.modules))")
+            "load_dataset('digits'); print(sorted(m for m in ('sklearn', 'scipy', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

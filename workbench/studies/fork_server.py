@@ -54,6 +54,9 @@ def fork_server_from_here(also: tuple[str, ...] = ()) -> bool:
         return False  # one is running already
     for name in (*WORKER_MODULES, *also):
         importlib.import_module(name)
+    from workbench.tracking.pyfunc import warm_up_requirement_check
+
+    warm_up_requirement_check()  # else each worker maps the installed packages before its first model (0.3 s)
     if threading.active_count() > 1:  # an import started a thread: not safe to fork after all
         return False
     resource_tracker.ensure_running()  # shared with the workers, as the usual server's is

@@ -18,3 +18,7 @@ from workbench.studies.fork_server import WORKER_MODULES  # noqa: E402
 
 for _name in WORKER_MODULES:
     importlib.import_module(_name)
+
+from workbench.tracking.pyfunc import warm_up_requirement_check  # noqa: E402
+
+warm_up_requirement_check()

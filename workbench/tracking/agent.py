@@ -732,10 +732,11 @@ class Agent:
             import mlflow.pyfunc  # noqa: F401
 
             import workbench.plots  # noqa: F401
-            import workbench.tracking.pyfunc  # noqa: F401
             from workbench.plots.style import warm_up as warm_plots
+            from workbench.tracking.pyfunc import warm_up_requirement_check
 
             warm_plots()
+            warm_up_requirement_check()
 
     # -- the end ---------------------------------------------------------------------------------
     def close(self, main_gone: bool) -> dict:

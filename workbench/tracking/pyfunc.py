@@ -122,6 +122,17 @@ _TEMPLATES: dict[str, Path] = {}  # key of the MLflow files -> a folder holding 
 MAX_TEMPLATES = 8
 
 
+def warm_up_requirement_check() -> None:
+    """Map installed packages to their modules now, as MLflow does before it saves a model's first requirements
+    (it checks them against this environment: `importlib.metadata.packages_distributions`, 0.3 s of CPU, once
+    per process). A process that forks workers (a study's fork server) maps them once for all of them; the agent
+    does it while the run trains. MLflow's function is private: where it is missing, the save maps them itself."""
+    with contextlib.suppress(Exception):
+        from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+
+        _init_packages_to_modules_map()
+
+
 def _template(key: str, signature, input_example, metadata: dict) -> Path:
     """The MLflow files of a model (MLmodel, environment, input example), written by MLflow once per key."""
     import mlflow.pyfunc
