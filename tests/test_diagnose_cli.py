@@ -128,7 +128,7 @@ def test_a_tracker_gets_the_verdict_from_diagnose_tracked(tmp_path):
     from workbench.spec import spec_from_dict
     from workbench.tracking import RunTracker
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path)
     spec = spec_from_dict(SATURATED)
     run = build_run(spec)
     tracker = RunTracker(spec, tracking_uri=uri)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import sqlite_store
 
 from workbench.diagnose import HEALTHY, diagnose_record
 from workbench.diagnose.figure import diagnosis_figure
@@ -113,7 +114,7 @@ def test_a_tracked_recurrent_run_logs_draws_and_diagnoses(tmp_path, monkeypatch,
     from workbench.cli import main
 
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_store(tmp_path)  # tables copied from a made template: the agent does not make them (2.5 s)
     code = main(["run", str(EXPERIMENTS / "hochreiter_adding_lstm.toml"), "--set", "training.epochs=1",
                  "--set", "data.n_samples=200", "--set", "data.sequence_length=20", "--tracking-uri", uri,
                  "--json", "--quiet"])

@@ -395,7 +395,7 @@ def test_plot_job_uploads_every_plot_whether_the_child_draws_them_or_not(tmp_pat
     elif child == "no-fork":
         monkeypatch.setattr(artifacts.multiprocessing, "get_context", lambda method: (_ for _ in ()).throw(
             ValueError(f"cannot find context for {method!r}")))
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(sqlite_store(tmp_path))
     run_id = client.create_run(client.create_experiment("plots", (tmp_path / "art").as_uri())).info.run_id
     job = artifacts.PlotJob(record=run.record, history=run.trainer.history, gradients=snapshot)
     processes = [process for process, _ in job.processes]
