@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-from support import DEADLINE_S, kill_group, start_mlflow_server
+from support import DEADLINE_S, SHARED_SERVER, kill_group, start_mlflow_server
 
 import workbench
 from workbench.execute import execute
@@ -26,6 +27,13 @@ SMALL = ["model.hidden=[32]", "training.epochs=2", "monitor.log_every=5", "early
 def server(mlflow_server):
     """The session's `mlflow server` (tests/conftest.py; this module is in its xdist group)."""
     return mlflow_server
+
+
+def test_the_tests_sharing_a_server_run_in_one_xdist_worker(request):
+    """Each xdist worker would start its own server (and build every shared module fixture) if `--dist loadgroup`
+    stopped grouping: it silently did with pytest 9.2 (pytest-xdist#1386, hence pytest<9.2 in pyproject.toml)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and getattr(request.config.option, "loadgroup", False):
+        assert request.node.nodeid.endswith(f"@{SHARED_SERVER}"), request.node.nodeid
 
 
 # An experiment of these tests' own on the shared server: the default one's note is whoever creates it first's.
