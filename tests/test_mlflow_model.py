@@ -108,7 +108,8 @@ def test_a_serving_request_goes_through_the_pyfunc(classifier, store, tmp_path):
 def test_register_creates_a_tagged_model_version(tmp_path, monkeypatch, capsys):
     uri = sqlite_store(tmp_path)
     monkeypatch.chdir(tmp_path)
-    args = ["run", str(SPEC), "--tracking-uri", uri, "--json", "--quiet", "--register", "digits-classifier"]
+    args = ["run", str(SPEC), "--tracking-uri", uri, "--json", "--quiet", "--register", "digits-classifier",
+            "--no-plots"]  # the figures are not what is registered (2 s of CPU a run)
     assert main([*args, *[a for o in SMALL for a in ("--set", o)]]) == 0
     outcome = json.loads(capsys.readouterr().out)
     client = MlflowClient(uri)
@@ -129,6 +130,8 @@ def test_register_needs_a_tracked_run_and_a_usable_name(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(SPEC), "--no-track", "--register", "m"]) == 2
     assert "--no-track" in capsys.readouterr().err
+    assert main(["run", str(SPEC), "--no-track", "--no-plots"]) == 2
+    assert "--no-plots" in capsys.readouterr().err
     assert main(["run", str(SPEC), "--register", "bad/name"]) == 2
     assert "--register 'bad/name'" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()

@@ -153,7 +153,7 @@ def test_interrupted_run_is_killed_with_a_checkpoint_then_resumes_to_the_same_re
     assert {f.path for f in client.list_artifacts(killed, "checkpoint")} == {
         f"checkpoint/{CHECKPOINT_FILE}", f"checkpoint/{RECORD_FILE}"}
 
-    proc = workbench("run", "--resume", killed, "--tracking-uri", store, "--json", "--quiet")
+    proc = workbench("run", "--resume", killed, "--tracking-uri", store, "--json", "--quiet", "--no-plots")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     expected = execute(load_spec(SPEC, SMALL), track=False)
@@ -170,6 +170,8 @@ def test_interrupted_run_is_killed_with_a_checkpoint_then_resumes_to_the_same_re
     every = expected.run.spec.monitor.log_every
     assert steps == [int(s) for s in expected.run.record.steps if s % every == 0]  # each logged once, none lost
     assert len(client.search_runs([after.info.experiment_id])) == 1  # the same run, no new one
+    top = {f.path for f in client.list_artifacts(killed)}
+    assert {"model", "stats", "diagnosis.json"} <= top and "plots" not in top  # --no-plots: the rest, no figures
 
     again = workbench("run", "--resume", killed, "--tracking-uri", store)
     assert again.returncode == 2 and "already finished" in again.stderr

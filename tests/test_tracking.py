@@ -265,7 +265,7 @@ def test_interrupted_run_is_killed_and_flushed(tmp_path, sig):
     uri = sqlite_store(tmp_path)  # the store's tables exist before the run: made here, not concurrently
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri}
     env.pop("WORKBENCH_PROGRESS", None)
-    args = [sys.executable, "-m", "workbench", "run", str(SPEC), "--json", "--quiet"]
+    args = [sys.executable, "-m", "workbench", "run", str(SPEC), "--json", "--quiet", "--no-plots"]
     for override in [*SMALL, f"training.epochs={EPOCHS_FOREVER}"]:
         args += ["--set", override]
     client = MlflowClient(uri)
@@ -291,7 +291,9 @@ def test_interrupted_run_is_killed_and_flushed(tmp_path, sig):
     assert record.last_step >= epochs[-1] - 1
     # every statistic handed over is in the store (bounded series: see the helper)
     assert_statistics_handed_over(metric_steps(client, run_id, "grad_norm/dense1"), record.steps, 5)
-    assert {"model/weights.npz", "spec.toml"} <= artifact_paths(client, run_id)
+    paths = artifact_paths(client, run_id)
+    assert {"model/weights.npz", "spec.toml", "diagnosis.json"} <= paths
+    assert not any(p.startswith("plots/") for p in paths)  # --no-plots
     assert (tmp_path / "mlruns").is_dir()
 
 
