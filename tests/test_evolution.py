@@ -205,7 +205,8 @@ def test_ctrl_c_ends_a_genetic_run_killed_with_its_population_in_the_checkpoint(
     spec_path.write_text(spec.to_toml(), encoding="utf-8")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     env.pop("WORKBENCH_PROGRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "run", str(spec_path), "--json", "--quiet"],
+    command = [sys.executable, "-m", "workbench", "run", str(spec_path), "--json", "--quiet", "--no-plots"]
+    proc = subprocess.Popen(command,
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(uri)
 
