@@ -82,7 +82,7 @@ BUILTIN_LOADERS: dict[str, tuple[str, Callable[[SourceOptions], RawData]]] = {
     "iris": ("classification", _bundled("load_iris", "classification")),
     "diabetes": ("regression", _bundled("load_diabetes", "regression", raw_features=True)),
 }
-# What loading each of them imports (a study's fork server imports it once for all of its workers): the
-# digits are read without scikit-learn.
+# What loading each of them imports (a study's fork server imports it once for all of its workers): scikit-learn,
+# but for the sets read directly.
 BUILTIN_IMPORTS: dict[str, tuple[str, ...]] = {name: ("sklearn.datasets",) for name in BUILTIN_LOADERS
-                                               if name != "digits"}
+                                               if f"load_{name}" not in DIRECT_READERS}

@@ -37,6 +37,17 @@ _SERVER_STATE = ("_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd
 _MAIN_PARAMETERS = ["listener_fd", "alive_r", "preload", "main_path", "sys_path"]
 
 
+def prepare_for_workers(also: tuple[str, ...] = ()) -> None:
+    """What a fork server does before it forks its first worker, whichever way it started: import
+    `WORKER_MODULES` and `also`, and make MLflow's map of the installed packages, which each worker would
+    otherwise make before its first model (0.3 s)."""
+    from workbench.tracking.pyfunc import warm_up_requirement_check
+
+    for name in (*WORKER_MODULES, *also):
+        importlib.import_module(name)
+    warm_up_requirement_check()
+
+
 def fork_server_from_here(also: tuple[str, ...] = ()) -> bool:
     """Become the parent of this process's fork server, forked from it after `WORKER_MODULES` and `also` (what
     the study's data needs) are imported. False where that is not safe or this Python's multiprocessing differs
@@ -52,11 +63,7 @@ def fork_server_from_here(also: tuple[str, ...] = ()) -> bool:
     # lock held while forking would stay held in the server and in every worker forked from it.
     if server._forkserver_pid is not None:
         return False  # one is running already
-    for name in (*WORKER_MODULES, *also):
-        importlib.import_module(name)
-    from workbench.tracking.pyfunc import warm_up_requirement_check
-
-    warm_up_requirement_check()  # else each worker maps the installed packages before its first model (0.3 s)
+    prepare_for_workers(also)
     if threading.active_count() > 1:  # an import started a thread: not safe to fork after all
         return False
     resource_tracker.ensure_running()  # shared with the workers, as the usual server's is

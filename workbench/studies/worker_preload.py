@@ -12,13 +12,6 @@ import signal
 # process and the workers get it), not a reason for a traceback from the imports below.
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-import importlib  # noqa: E402
+from workbench.studies.fork_server import prepare_for_workers  # noqa: E402
 
-from workbench.studies.fork_server import WORKER_MODULES  # noqa: E402
-
-for _name in WORKER_MODULES:
-    importlib.import_module(_name)
-
-from workbench.tracking.pyfunc import warm_up_requirement_check  # noqa: E402
-
-warm_up_requirement_check()
+prepare_for_workers()  # the modules a study adds for its data come as the server's other preloads
