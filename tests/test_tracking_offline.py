@@ -247,3 +247,48 @@ def test_a_replayed_create_run_takes_the_run_it_made_already(tmp_path):
     other = Replayer(client, None, tmp_path)
     other.apply({**op, "tags": {CREATION_TAG: "another"}})  # another operation: another run
     assert other.run_id != made and len(client.search_runs([experiment_id])) == 2
+
+
+class CountingClient:
+    """A real MlflowClient that counts the log_batch calls made through it."""
+
+    def __init__(self, uri: str) -> None:
+        self.client, self.batches = MlflowClient(uri), 0
+
+    def log_batch(self, *args, **kwargs):
+        self.batches += 1
+        return self.client.log_batch(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+
+def test_consecutive_metric_blocks_are_uploaded_in_few_batches_up_to_a_corrupt_line(store, tmp_path, monkeypatch):
+    """An agent's journal holds a metric block per hand-over: an upload (`workbench sync`, or the training
+    process after its agent died) sends runs of them as one log_batch, and still saves progress exactly."""
+    from workbench.tracking.offline import replay_journal
+
+    client, uri, run_id = store
+    keys = ["grad_norm/dense1", "grad_norm/dense2"]
+    blocks = [{"op": "metric_block", "keys": keys, "steps": [5 * b, 5 * b + 1], "timestamp": 1_700_000_000_000,
+               "values": [[float(b), 2.0 * b], [b + 0.5, 2.0 * b + 1]]} for b in range(40)]
+    lines = [json.dumps(op) for op in [*blocks[:30], {"op": "set_tag", "key": "between", "value": "1"},
+                                       *blocks[30:]]]
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / JOURNAL).write_text("\n".join([*lines, "not json", json.dumps(blocks[0])]) + "\n")
+    counting = CountingClient(uri)
+    with pytest.raises(ValueError, match="line 42 is not a JSON operation"):
+        replay_journal(spool, counting, {"run_id": run_id, "tracking_uri": uri})
+    assert counting.batches == 2  # 30 blocks, a tag, 10 blocks
+    assert (spool / PROGRESS).read_text() == "41"
+    for column, key in enumerate(keys):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        assert history == sorted((step, row[column]) for op in blocks for step, row in zip(op["steps"], op["values"]))
+    assert client.get_run(run_id).data.tags["between"] == "1"
+    report = replay_journal(spool, counting, {"run_id": run_id, "tracking_uri": uri}, start=31, stop=41)
+    assert (report.operations, report.metric_values) == (10, 40)
+    monkeypatch.setattr("workbench.tracking.replay.MERGED_METRICS", 8)  # a group ends once it holds 8 values
+    counting.batches = 0
+    replay_journal(spool, counting, {"run_id": run_id, "tracking_uri": uri}, start=0, stop=30)
+    assert counting.batches == 15

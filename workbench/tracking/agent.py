@@ -57,6 +57,7 @@ from workbench.tracking.offline import (
     first_line,
     is_transient,
     offline_root,
+    operation_values,
     read_meta,
     save_progress,
     write_meta,
@@ -68,7 +69,6 @@ from workbench.training.hooks import hook_priority
 PENDING = "pending-"
 TIMINGS_ENV = "WORKBENCH_TIMINGS"  # a file: each tracked run appends where its tracking time went (benchmarks)
 PULL_INTERVAL_S = 2.0  # within an epoch, hand new record rows over at most this often
-MERGED_METRICS = 5000  # consecutive metric blocks sent together (log_batch splits them in MLflow's chunks)
 IDLE_WAIT_S = 0.05  # the agent's poll of the journal when it has nothing to do
 DRAW_SECONDS = ".seconds"  # how long the forked child drew (read back for the timings)
 # The figures in two shares of about equal drawing time (benchmarks/figure_cost.py), one forked child each:
@@ -575,20 +575,19 @@ class Agent:
     def merge_metrics(self, index: int) -> tuple[dict, list[int]]:
         """The metric blocks from `index` on that are not done yet, as one operation (fewer, larger
         log_batch calls: a transaction each), and the indices merged into it besides `index`."""
+        from workbench.tracking.replay import MERGED_METRICS, merged_metric_blocks
+
         op = self.ops[index]
-        rows = [[key, value, op["timestamp"], step] for step, values in zip(op["steps"], op["values"])
-                for key, value in zip(op["keys"], values)]
-        merged = []
+        values, merged = operation_values(op), []
         for other in range(index + 1, len(self.ops)):
             next_op = self.ops[other]
-            if next_op["op"] != "metric_block" or self.done[other] or len(rows) >= MERGED_METRICS:
+            if next_op["op"] != "metric_block" or self.done[other] or values >= MERGED_METRICS:
                 break
-            rows += [[key, value, next_op["timestamp"], step] for step, values in zip(next_op["steps"],
-                     next_op["values"]) for key, value in zip(next_op["keys"], values)]
+            values += operation_values(next_op)
             merged.append(other)
         if not merged:
             return op, []
-        return {"op": "log_batch", "metrics": rows}, merged
+        return merged_metric_blocks([op, *(self.ops[other] for other in merged)]), merged
 
     def apply(self, index: int, op: dict) -> bool:
         """Apply one operation with retries; False when the store stopped answering (offline now)."""

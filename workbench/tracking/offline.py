@@ -381,8 +381,9 @@ def upload(directory: str | os.PathLike, tracking_uri: str | None = None) -> Upl
 
 def replay_journal(directory: Path, client, meta: dict, *, start: int | None = None,
                    stop: int | None = None) -> UploadReport:
-    """Apply the journal's operations from the saved progress on (or `start`), saving progress after each."""
-    from workbench.tracking.replay import Replayer
+    """Apply the journal's operations from the saved progress on (or `start`), saving progress after each
+    (consecutive metric blocks are applied together, as the agent does: progress is saved after the group)."""
+    from workbench.tracking.replay import MERGED_METRICS, Replayer, merged_metric_blocks
 
     directory = Path(directory)
     progress = directory / PROGRESS
@@ -391,27 +392,41 @@ def replay_journal(directory: Path, client, meta: dict, *, start: int | None = N
     report = UploadReport(meta.get("run_id"), client.tracking_uri, 0, 0, None)
     _repair_journal(directory / JOURNAL)
     with (directory / JOURNAL).open(encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for number, line in enumerate(lines[:stop]):
-        if number < done:
-            continue
+        lines = f.read().splitlines()[:stop]
+
+    def operation(number: int) -> dict:
         try:
-            op = json.loads(line)
+            return json.loads(lines[number])
         except json.JSONDecodeError as exc:
             raise ValueError(f"{directory / JOURNAL} line {number + 1} is not a JSON operation: "
                              f"{exc}; the lines before it are uploaded") from exc
-        if replayer.run_id is None and op["op"] != "create_run":
+
+    number = done
+    while number < len(lines):
+        group = [operation(number)]
+        if replayer.run_id is None and group[0]["op"] != "create_run":
             raise ValueError(f"{directory / JOURNAL} names no run and does not start by creating one")
-        replayer.apply(op)
+        values = operation_values(group[0])
+        while group[0]["op"] == "metric_block" and values < MERGED_METRICS and number + len(group) < len(lines):
+            try:
+                following = operation(number + len(group))
+            except ValueError:  # raised once the group before it is applied
+                break
+            if following.get("op") != "metric_block":
+                break
+            group.append(following)
+            values += operation_values(following)
+        replayer.apply(merged_metric_blocks(group) if len(group) > 1 else group[0])
         if replayer.run_id != meta.get("run_id"):  # the run was created just now
             meta = {**meta, "run_id": replayer.run_id}
             write_meta(directory, meta)
             report.run_id = replayer.run_id
-        report.operations += 1
-        report.metric_values += operation_values(op)
-        if op["op"] == "set_terminated":
-            report.status = op.get("status")
-        save_progress(directory, number + 1)
+        report.operations += len(group)
+        report.metric_values += values
+        if group[0]["op"] == "set_terminated":
+            report.status = group[0].get("status")
+        number += len(group)
+        save_progress(directory, number)
     return report
 
 

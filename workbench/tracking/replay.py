@@ -27,6 +27,9 @@ from pathlib import Path
 from workbench.tracking.diagnosis import FIGURE_FILE as DIAGNOSIS_FIGURE
 
 MAX_BATCH_METRICS, MAX_BATCH_PARAMS = 1000, 100  # MLflow's limits on one log_batch call
+# Consecutive metric blocks sent as one log_batch operation: a store's transaction costs about as much as a
+# thousand rows (on SQLite, 1,000-row calls log 4,000 values 4 times faster than 20-row calls).
+MERGED_METRICS = 5000
 RUN_NAME_TAG, NOTE_TAG = "mlflow.runName", "mlflow.note.content"
 CREATION_TAG = "workbench.creation_id"  # one per create_run operation: a replay finds the run it made
 RECORD_FILE = "record.npz"
@@ -71,12 +74,7 @@ class Replayer:
         log_batch(self.client, self.run_id, metrics, params, tags)
 
     def _metric_block(self, op: dict) -> None:
-        from mlflow.entities import Metric
-
-        keys, t = op["keys"], int(op["timestamp"])
-        metrics = [Metric(key, value, t, step) for step, row in zip(op["steps"], op["values"])
-                   for key, value in zip(keys, row)]
-        log_batch(self.client, self.run_id, metrics, [], [])
+        self._log_batch(merged_metric_blocks([op]))
 
     def _set_tag(self, op: dict) -> None:
         self.client.set_tag(self.run_id, op["key"], op["value"])
@@ -121,6 +119,17 @@ class Replayer:
 
         self.registered = register_model(self.client, self.run_id, op["name"], op.get("tags") or {},
                                          op.get("description"))
+
+
+def metric_rows(op: dict) -> list[list]:
+    """A metric block's values as log_batch rows [key, value, timestamp, step]."""
+    keys, t = op["keys"], int(op["timestamp"])
+    return [[key, value, t, step] for step, row in zip(op["steps"], op["values"]) for key, value in zip(keys, row)]
+
+
+def merged_metric_blocks(blocks: list[dict]) -> dict:
+    """Consecutive metric blocks as one log_batch operation (fewer, larger store transactions)."""
+    return {"op": "log_batch", "metrics": [row for block in blocks for row in metric_rows(block)]}
 
 
 def log_batch(client, run_id: str, metrics: list, params: list, tags: list) -> None:
