@@ -42,7 +42,8 @@ def stores(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return {"storage": str(tmp_path / "optuna.journal"), "tracking_uri": sqlite_store(tmp_path), "quiet": True}
+    return {"storage": str(tmp_path / "optuna.journal"), "tracking_uri": sqlite_store(tmp_path), "quiet": True,
+            "plots": False}  # the reports' figures: only where a test asks for them
 
 
 def journal(storage: str):
@@ -109,7 +110,7 @@ def test_quick_settings_change_trials_per_arm_seeds_and_confirmation_seeds(store
 @pytest.mark.slow
 def test_every_arm_gets_its_budget_and_is_confirmed_on_fresh_seeds_scored_on_the_test_split(stores):
     comparison = tiny_comparison()
-    result = comparison.run(**stores)
+    result = comparison.run(**{**stores, "plots": True})
 
     assert arm_budgets(stores["storage"], comparison) == {"sgd": Counter(COMPLETE=2), "adam": Counter(COMPLETE=2)}
     for arm in comparison.arms():  # the same sampler: the same learning rates in every arm
@@ -267,8 +268,8 @@ def script(tmp_path, gated: bool) -> tuple[list[str], str, str, Comparison]:
     storage, tracking = str(tmp_path / "optuna.journal"), sqlite_store(tmp_path)
     namespace: dict = {}
     exec(compile(text.replace('if __name__ == "__main__"', "if False"), str(path), "exec"), namespace)
-    return ([sys.executable, str(path), "--storage", storage, "--tracking-uri", tracking, "--workers", "2"], storage,
-            tracking, namespace["comparison"])
+    return ([sys.executable, str(path), "--storage", storage, "--tracking-uri", tracking, "--workers", "2",
+             "--no-plots"], storage, tracking, namespace["comparison"])
 
 
 def env(gate=None) -> dict:

@@ -179,7 +179,7 @@ def grid_values(tmp_path, monkeypatch, workers: int, blas_threads: int | None):
                   metric="val/loss", direction="minimize", n_trials=4, pruner="none",
                   sampler=optuna.samplers.GridSampler(GRID, seed=0))
     result = study.run(workers=workers, storage=str(folder / "optuna.journal"), blas_threads=blas_threads,
-                       tracking_uri=sqlite_store(folder), quiet=True)
+                       tracking_uri=sqlite_store(folder), quiet=True, plots=False)
     assert result.report.counts["COMPLETE"] == 4
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "optuna.journal")))
     trials = optuna.load_study(study_name="grid", storage=journal).get_trials(deepcopy=False)

@@ -239,7 +239,8 @@ def test_gradient_free_optimizers_in_a_study_with_pruning(tmp_path, monkeypatch)
     from workbench.studies import Categorical, Study
 
     monkeypatch.chdir(tmp_path)
-    stores = {"storage": str(tmp_path / "optuna.journal"), "tracking_uri": sqlite_store(tmp_path), "quiet": True}
+    stores = {"storage": str(tmp_path / "optuna.journal"), "tracking_uri": sqlite_store(tmp_path), "quiet": True,
+              "plots": False}
     base = {**TINY, "training": {"epochs": 3, "batch_size": 32}, "monitor": {"every": 5}}
     space = {"optimizer.name": Categorical(METHODS)}
     done = Study(name="evolution", base=base, space=space, seeds=1, n_trials=2, pruner="median",

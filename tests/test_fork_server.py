@@ -94,7 +94,7 @@ def test_a_study_scripts_workers_come_from_a_server_forked_from_the_script(tmp_p
     script.write_text(textwrap.dedent(STUDY))
     parents.mkdir()
     command = [sys.executable, str(script), "--storage", str(tmp_path / "optuna.journal"),
-               "--tracking-uri", sqlite_store(tmp_path), "--workers", "2"]
+               "--tracking-uri", sqlite_store(tmp_path), "--workers", "2", "--no-plots"]
     env = {**os.environ, "PARENTS": str(parents)}
     env.pop("MLFLOW_TRACKING_URI", None)
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=DEADLINE_S, env=env)

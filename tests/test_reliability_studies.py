@@ -80,7 +80,8 @@ def script_command(tmp_path, text: str, *args: str) -> tuple[list[str], str, str
     script = tmp_path / "study_script.py"
     script.write_text(textwrap.dedent(text))
     storage, tracking = str(tmp_path / "optuna.journal"), sqlite_store(tmp_path)
-    return [sys.executable, str(script), "--storage", storage, "--tracking-uri", tracking, *args], storage, tracking
+    return ([sys.executable, str(script), "--storage", storage, "--tracking-uri", tracking, "--no-plots", *args], storage,
+            tracking)
 
 
 def clean_env(gate: Path | None = None) -> dict:
@@ -107,6 +108,8 @@ def test_four_workers_run_100_trials_with_100_complete_child_runs_and_no_lock_er
     client, parents, children = study_runs(tracking, "stress")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent_id = parents[0].info.run_id
+    report = {a.path for a in client.list_artifacts(parent_id, "report")}
+    assert "report/summary.md" in report and not [p for p in report if p.endswith(".png")]  # --no-plots
     assert len(children) == 100
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent_id}
     by_number = Counter(int(c.data.tags["workbench.trial_number"]) for c in children)
@@ -222,7 +225,7 @@ def one_trial_study(name: str, tmp_path, monkeypatch):
                   base={"data": {"source": "moons", "n_samples": 200}, "model": {"hidden": [8]},
                         "training": {"epochs": 2}, "monitor": {"every": 1000}},
                   space={"optimizer.lr": Float(1e-3, 1e-1, log=True)})
-    study.run(n_trials=1, storage=storage, tracking_uri=tracking, quiet=True)
+    study.run(n_trials=1, storage=storage, tracking_uri=tracking, quiet=True, plots=False)
     return study, storage, tracking
 
 
@@ -236,7 +239,7 @@ def test_a_trial_asked_for_but_never_claimed_by_a_dead_worker_is_failed_at_the_n
     orphan = optuna.load_study(study_name="unclaimed", storage=journal).ask()  # RUNNING, no `worker`
     capsys.readouterr()
 
-    result = study.run(n_trials=2, storage=storage, tracking_uri=tracking, quiet=True)
+    result = study.run(n_trials=2, storage=storage, tracking_uri=tracking, quiet=True, plots=False)
     err = capsys.readouterr().err
     assert (f"workbench: trial {orphan.number} lost: worker lost: its process is gone (worker unknown worker); "
             "retried as a new trial") in err
@@ -264,13 +267,13 @@ def test_an_interrupted_trial_whose_retry_was_never_queued_is_retried_at_the_nex
     loaded.tell(lost, state=optuna.trial.TrialState.FAIL)  # ... and no retry queued
     capsys.readouterr()
 
-    result = study.run(n_trials=2, storage=storage, tracking_uri=tracking, quiet=True)
+    result = study.run(n_trials=2, storage=storage, tracking_uri=tracking, quiet=True, plots=False)
     trials = load_trials(storage, "unqueued")
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
                                          optuna.trial.TrialState.COMPLETE]
     assert trials[2].user_attrs["retry_of"] == lost.number and trials[2].params == trials[1].params
     assert result.report.counts["COMPLETE"] == 2
-    assert study.run(n_trials=2, storage=storage, tracking_uri=tracking, quiet=True).report.counts["COMPLETE"] == 2
+    assert study.run(n_trials=2, storage=storage, tracking_uri=tracking, quiet=True, plots=False).report.counts["COMPLETE"] == 2
     assert len(load_trials(storage, "unqueued")) == 3  # queued once: a later launch adds nothing
 
 
@@ -354,7 +357,7 @@ def test_ctrl_c_while_a_trials_run_is_saved_stops_the_worker_after_that_trial(tm
                   base={"data": {"source": "moons", "n_samples": 200}, "model": {"hidden": [8]},
                         "training": {"epochs": 2}, "monitor": {"every": 1000}},
                   space={"optimizer.lr": Float(1e-3, 1e-1, log=True)})
-    result = study.run(storage=storage, tracking_uri=tracking, quiet=True)
+    result = study.run(storage=storage, tracking_uri=tracking, quiet=True, plots=False)
     assert "saving the run to MLflow; interrupt again to abandon saving" in capsys.readouterr().err
     assert result.interrupted
     trials = load_trials(storage, "held")

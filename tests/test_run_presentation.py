@@ -70,7 +70,7 @@ def check_single_run(client: MlflowClient, run_id: str) -> None:
 
 def run_study(uri: str, tmp_path: Path, register: str | None = None):
     return TINY_STUDY.run(n_trials=2, workers=1, storage=str(tmp_path / "optuna.journal"), tracking_uri=uri,
-                          quiet=True, register=register)
+                          quiet=True, register=register, plots=False)
 
 
 def check_study(client: MlflowClient, result, journal: Path) -> None:

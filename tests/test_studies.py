@@ -32,11 +32,12 @@ def tiny_study(name: str = "tiny", **kwargs) -> Study:
 
 @pytest.fixture
 def stores(tmp_path, monkeypatch):
-    """A journal file and an MLflow SQLite store in a fresh folder (also the working directory)."""
+    """A journal file and an MLflow SQLite store in a fresh folder (also the working directory); the reports
+    without their figures (only test_report_is_logged_on_the_parent_run asks for them)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return {"storage": str(tmp_path / "optuna.journal"), "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "quiet": True}
+            "quiet": True, "plots": False}
 
 
 @pytest.fixture
@@ -168,6 +169,11 @@ def test_two_workers_on_a_journal_run_exactly_the_budget_with_one_child_run_each
     assert parents[0].info.status == "FINISHED"
     assert len(children) == 6
     assert all(c.data.tags["mlflow.parentRunId"] == result.parent_run_id for c in children)
+    from mlflow import MlflowClient
+
+    files = {f.path for f in MlflowClient(ready_stores["tracking_uri"]).list_artifacts(result.parent_run_id, "report")}
+    assert result.report.plots == [] and "report/summary.md" in files  # plots=False: the tables, no figure
+    assert not [f for f in files if f.endswith(".png")]
     by_number = {int(c.data.tags["workbench.trial_number"]): c for c in children}
     assert sorted(by_number) == list(range(6))  # no duplicates, none missing
     workers = set()
@@ -246,7 +252,7 @@ def test_pruned_trials_are_killed_child_runs_with_the_reason(ready_stores):
 def test_report_is_logged_on_the_parent_run(ready_stores):
     from mlflow import MlflowClient
 
-    result = tiny_study(name="report", pruner="none").run(n_trials=4, **ready_stores)
+    result = tiny_study(name="report", pruner="none").run(n_trials=4, **{**ready_stores, "plots": True})
     client = MlflowClient(ready_stores["tracking_uri"])
     files = {f.path for f in client.list_artifacts(result.parent_run_id, "report")}
     assert {"report/summary.md", "report/configurations.csv", "report/trials.csv", "report/summary.json",
@@ -307,7 +313,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_retried_and_its_run_mark
     storage, tracking, gate = str(tmp_path / "optuna.journal"), sqlite_store(tmp_path), tmp_path / "gate"
     with open(tmp_path / "study.err", "w") as stderr:
         main = subprocess.Popen([sys.executable, str(script), "--workers", "2", "--storage", storage,
-                                 "--tracking-uri", tracking], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr,
+                                 "--tracking-uri", tracking, "--no-plots"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr,
                                 text=True, env=gate_env(gate))
     try:
         def parked_trial():

@@ -100,7 +100,7 @@ def test_two_machines_share_a_study_and_a_killed_workers_trial_is_retried(postgr
     script.write_text(STUDY)
     storage = postgres("studies")
     command = [sys.executable, str(script), "--storage", storage, "--tracking-uri", mlflow_server,
-               "--heartbeat-interval", "1", "--grace-period", "15"]
+               "--heartbeat-interval", "1", "--grace-period", "15", "--no-plots"]
     gate = tmp_path / "gate"
     logs = [open(tmp_path / f"machine{k}.err", "w") for k in range(2)]
     machines = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log, text=True,

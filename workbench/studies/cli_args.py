@@ -61,4 +61,6 @@ def build_parser(prog: str, description: str, comparison: bool = False) -> argpa
                    help="register the best trial's model in the MLflow Model Registry as a new version of NAME "
                         "(tagged with its verdict, test metrics and trial)")
     p.add_argument("--quiet", action="store_true", help="no per-trial lines on stderr")
+    p.add_argument("--no-plots", dest="plots", action="store_false",
+                   help="the report without its figures (its tables, summary and CSVs are written all the same)")
     return p

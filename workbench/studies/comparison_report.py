@@ -123,7 +123,8 @@ def build_comparison_report(plan, comparison, settings, folder: Path) -> Compari
     report.markdown = markdown(report, comparison, settings)
     (folder / "summary.md").write_text(report.markdown, encoding="utf-8")
     write_files(report, comparison, confirm_trials, folder)
-    report.plots = save_figures(report, comparison, folder)
+    if settings.plots:
+        report.plots = save_figures(report, comparison, folder)
     return report
 
 

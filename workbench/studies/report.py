@@ -91,8 +91,9 @@ def build_report(optuna_study, study, settings, folder: Path) -> Report:
     (folder / "summary.md").write_text(report.markdown, encoding="utf-8")
     write_csvs(report, trials, study, folder)
     (folder / "summary.json").write_text(json.dumps(summary(report, settings), indent=2, default=str), encoding="utf-8")
-    report.plots = save_plots(optuna_study, folder, study.metric, importances is not None,
-                              settings.base.training.epochs, settings.seeds)
+    if settings.plots:
+        report.plots = save_plots(optuna_study, folder, study.metric, importances is not None,
+                                  settings.base.training.epochs, settings.seeds)
     return report
 
 

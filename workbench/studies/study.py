@@ -66,6 +66,7 @@ class Settings:
     sampler_seed: int = 0
     quiet: bool = False
     blas_threads: int | None = None  # per worker; None: cores // workers
+    plots: bool = True  # the report's figures (`--no-plots`: tables only)
     arm: str = ""  # a comparison's arm these settings train (its base has the arm's values)
     confirm_seeds: int = 0  # a comparison's fresh seeds per arm
 
@@ -138,7 +139,7 @@ class Study:
 
         `options` are those of `settings` (the command line's): n_trials, workers, storage,
         tracking_uri, seeds, study_name, timeout, quick, sampler_seed, heartbeat_interval,
-        grace_period, quiet, blas_threads.
+        grace_period, quiet, blas_threads, plots.
         """
         if register is not None:
             from workbench.tracking.registry import check_model_name
@@ -156,7 +157,7 @@ class Study:
                  tracking_uri: str | None = None, seeds: int | None = None, study_name: str | None = None,
                  timeout: float | None = None, quick: bool = False, sampler_seed: int = 0,
                  heartbeat_interval: int = 10, grace_period: int = 60, quiet: bool = False,
-                 blas_threads: int | None = None) -> Settings:
+                 blas_threads: int | None = None, plots: bool = True) -> Settings:
         """Validate everything the user gave (one-line UserError) before anything is created."""
         from workbench.tracking import resolve_tracking_uri
 
@@ -182,7 +183,7 @@ class Study:
             storage=resolve_storage(storage, tracking, workers=workers, heartbeat_interval=heartbeat_interval,
                                     grace_period=grace_period),
             tracking_uri=tracking, timeout=timeout, sampler_seed=sampler_seed, quiet=quiet,
-            blas_threads=blas_threads,
+            blas_threads=blas_threads, plots=plots,
         )
 
     def data_imports(self) -> tuple[str, ...]:
