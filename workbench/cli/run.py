@@ -18,8 +18,8 @@ import argparse
 import json
 import sys
 
+from workbench.cli.arg_types import positive_int
 from workbench.cli.output import is_interactive, print_metrics
-from workbench.studies.cli_args import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -153,7 +153,8 @@ class Comparison(Study):
 
     # -- resolution ----------------------------------------------------------------------------------
     def parser(self, prog: str):
-        from workbench.studies.cli_args import build_parser, positive_int
+        from workbench.cli.arg_types import positive_int
+        from workbench.studies.cli_args import build_parser
 
         parser = build_parser(prog, self.description or f"Comparison study {self.name}", comparison=True)
         parser.add_argument("--confirm-seeds", type=positive_int, metavar="C",
