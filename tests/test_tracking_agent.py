@@ -230,3 +230,22 @@ def test_an_agent_dead_before_the_run_exists_leaves_a_journal_that_creates_it(tm
     assert run.info.status == "FINISHED" and run.info.run_name == f"digits-mlp {outcome.run_id[:6]}"
     assert steps(MlflowClient(uri), outcome.run_id, "epoch") == [36, 72]
     assert not (tmp_path / "offline").exists()
+
+
+def test_the_agent_of_a_run_without_figures_does_not_load_matplotlib(tmp_path):
+    """`workbench run --no-plots` launches its agent with --no-plots: the agent's warm-up (while the run trains,
+    on a core the training may want) leaves matplotlib out; an agent that will draw warms it up."""
+    script = """
+import json, sys
+from pathlib import Path
+from workbench.tracking.agent import Agent
+for k, draws in enumerate((False, True)):
+    folder = Path(sys.argv[1]) / str(k)
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"tracking_uri": "sqlite:///unused.db"}))
+    Agent(folder, draws_plots=draws).warm_up()
+    print("matplotlib" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                          timeout=DEADLINE_S, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.split() == ["False", "True"], done.stderr[-3000:]

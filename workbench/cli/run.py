@@ -86,7 +86,7 @@ def _handle(args: argparse.Namespace) -> int:
         if not args.no_track:
             from workbench.tracking.agent import TrackingAgent
 
-            agent = options["agent"] = TrackingAgent.launch(args.tracking_uri)
+            agent = options["agent"] = TrackingAgent.launch(args.tracking_uri, plots=options.get("plots", True))
         try:
             outcome = execute(spec, track=not args.no_track, tracking_uri=args.tracking_uri,
                               progress=progress, spec_path=args.spec, tracker_options=options or None)

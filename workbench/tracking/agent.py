@@ -67,6 +67,7 @@ from workbench.training import FINISHED, KILLED, Hook
 from workbench.training.hooks import hook_priority
 
 PENDING = "pending-"
+NO_PLOTS = "--no-plots"  # the agent's option for a run without figures
 TIMINGS_ENV = "WORKBENCH_TIMINGS"  # a file: each tracked run appends where its tracking time went (benchmarks)
 PULL_INTERVAL_S = 2.0  # within an epoch, hand new record rows over at most this often
 IDLE_WAIT_S = 0.05  # the agent's poll of the journal when it has nothing to do
@@ -93,8 +94,9 @@ class TrackingAgent:
         self.fatal: str | None = None  # the store cannot be used: the agent's message
 
     @classmethod
-    def launch(cls, tracking_uri: str | None = None) -> "TrackingAgent":
-        """Start the agent on a new journal (the run is created when `AgentTracker.start` hands it over)."""
+    def launch(cls, tracking_uri: str | None = None, *, plots: bool = True) -> "TrackingAgent":
+        """Start the agent on a new journal (the run is created when `AgentTracker.start` hands it over);
+        `plots=False` for a run without figures (`--no-plots`): the agent does not load matplotlib."""
         uri = resolve_tracking_uri(tracking_uri)
         spool = Spool(offline_root(), uri, None, folder=f"{PENDING}{uuid.uuid4().hex[:16]}", locking=False,
                       durable=False).open()
@@ -103,8 +105,9 @@ class TrackingAgent:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         # Its own session: the terminal's Ctrl-C is the training process's to handle; the agent ends the run
         # from the journal whatever happens to the training process.
-        process = subprocess.Popen([sys.executable, "-m", "workbench.tracking.agent", str(spool.dir)], env=env,
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        command = [sys.executable, "-m", "workbench.tracking.agent", str(spool.dir), *([] if plots else [NO_PLOTS])]
+        process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   start_new_session=True)
         return cls(uri, spool, process)
 
     @property
@@ -491,8 +494,9 @@ def remove_empty_parents(directory: Path) -> None:
 class Agent:
     """Follows one journal and applies it to the store; see the module doc."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, draws_plots: bool = True) -> None:
         self.directory = Path(directory)
+        self.draws_plots = draws_plots  # False: the run has no figures, matplotlib is not warmed up
         meta = read_meta(self.directory)
         self.tracking_uri = meta["tracking_uri"]
         self.client = None
@@ -730,12 +734,14 @@ class Agent:
         with contextlib.suppress(Exception), self.timed("warm-up: importing matplotlib, mlflow.pyfunc"):
             import mlflow.pyfunc  # noqa: F401
 
-            import workbench.plots  # noqa: F401
-            from workbench.plots.style import warm_up as warm_plots
             from workbench.tracking.pyfunc import warm_up_requirement_check
 
-            warm_plots()
             warm_up_requirement_check()
+            if self.draws_plots:
+                import workbench.plots  # noqa: F401
+                from workbench.plots.style import warm_up as warm_plots
+
+                warm_plots()
 
     # -- the end ---------------------------------------------------------------------------------
     def close(self, main_gone: bool) -> dict:
@@ -820,13 +826,14 @@ def warn(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m workbench.tracking.agent JOURNAL_DIR`: follow the journal until its run ends."""
+    """`python -m workbench.tracking.agent JOURNAL_DIR [--no-plots]`: follow the journal until its run ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the training process decides; the journal says
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    directory = Path((argv or sys.argv[1:])[0])
+    args = argv or sys.argv[1:]
+    directory = Path(args[0])
     lock = open(directory / LOCK, "a")
     fcntl.flock(lock, fcntl.LOCK_EX)  # the one uploader of this journal (`workbench sync` waits)
-    agent = Agent(directory)
+    agent = Agent(directory, draws_plots=NO_PLOTS not in args[1:])
     with agent.timed("import mlflow"):
         import mlflow  # noqa: F401  (while the training process loads its data)
 
