@@ -28,6 +28,9 @@ SMALL = ["model.hidden=[16]", "training.epochs=2", "early_stopping.enabled=false
 REGRESSION = ["data.source=\"diabetes\"", "training.loss=\"mse\"", "model.dropout=0.0"]
 
 
+NO_FIGURES = {"plots": False}  # the models are what these runs are for (the figures: 2 s of CPU a run)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     return sqlite_store(tmp_path_factory.mktemp("models"))
@@ -35,12 +38,12 @@ def store(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def classifier(store):
-    return execute(load_spec(SPEC, SMALL), tracking_uri=store)
+    return execute(load_spec(SPEC, SMALL), tracking_uri=store, tracker_options=NO_FIGURES)
 
 
 @pytest.fixture(scope="module")
 def regressor(store):
-    return execute(load_spec(SPEC, [*SMALL, *REGRESSION]), tracking_uri=store)
+    return execute(load_spec(SPEC, [*SMALL, *REGRESSION]), tracking_uri=store, tracker_options=NO_FIGURES)
 
 
 def pyfunc(run_id: str, store: str, monkeypatch):
