@@ -57,7 +57,6 @@ from workbench.tracking.offline import (
     first_line,
     is_transient,
     offline_root,
-    operation_values,
     read_meta,
     save_progress,
     write_meta,
@@ -579,19 +578,13 @@ class Agent:
     def merge_metrics(self, index: int) -> tuple[dict, list[int]]:
         """The metric blocks from `index` on that are not done yet, as one operation (fewer, larger
         log_batch calls: a transaction each), and the indices merged into it besides `index`."""
-        from workbench.tracking.replay import MERGED_METRICS, merged_metric_blocks
+        from workbench.tracking.replay import merged_metric_blocks, metric_block_group
 
-        op = self.ops[index]
-        values, merged = operation_values(op), []
-        for other in range(index + 1, len(self.ops)):
-            next_op = self.ops[other]
-            if next_op["op"] != "metric_block" or self.done[other] or values >= MERGED_METRICS:
-                break
-            values += operation_values(next_op)
-            merged.append(other)
-        if not merged:
-            return op, []
-        return merged_metric_blocks([op, *(self.ops[other] for other in merged)]), merged
+        following = (None if self.done[other] else self.ops[other] for other in range(index + 1, len(self.ops)))
+        group = metric_block_group(self.ops[index], following)
+        if len(group) == 1:
+            return group[0], []
+        return merged_metric_blocks(group), list(range(index + 1, index + len(group)))
 
     def apply(self, index: int, op: dict) -> bool:
         """Apply one operation with retries; False when the store stopped answering (offline now)."""

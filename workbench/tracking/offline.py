@@ -383,7 +383,7 @@ def replay_journal(directory: Path, client, meta: dict, *, start: int | None = N
                    stop: int | None = None) -> UploadReport:
     """Apply the journal's operations from the saved progress on (or `start`), saving progress after each
     (consecutive metric blocks are applied together, as the agent does: progress is saved after the group)."""
-    from workbench.tracking.replay import MERGED_METRICS, Replayer, merged_metric_blocks
+    from workbench.tracking.replay import Replayer, merged_metric_blocks, metric_block_group
 
     directory = Path(directory)
     progress = directory / PROGRESS
@@ -401,30 +401,28 @@ def replay_journal(directory: Path, client, meta: dict, *, start: int | None = N
             raise ValueError(f"{directory / JOURNAL} line {number + 1} is not a JSON operation: "
                              f"{exc}; the lines before it are uploaded") from exc
 
+    def readable(number: int) -> dict | None:
+        """The operation on line `number`; None when it cannot be read (raised once the lines before it are up)."""
+        with contextlib.suppress(ValueError):
+            return operation(number)
+        return None
+
     number = done
     while number < len(lines):
-        group = [operation(number)]
-        if replayer.run_id is None and group[0]["op"] != "create_run":
+        first = operation(number)
+        if replayer.run_id is None and first["op"] != "create_run":
             raise ValueError(f"{directory / JOURNAL} names no run and does not start by creating one")
-        values = operation_values(group[0])
-        while group[0]["op"] == "metric_block" and values < MERGED_METRICS and number + len(group) < len(lines):
-            try:
-                following = operation(number + len(group))
-            except ValueError:  # raised once the group before it is applied
-                break
-            if following.get("op") != "metric_block":
-                break
-            group.append(following)
-            values += operation_values(following)
-        replayer.apply(merged_metric_blocks(group) if len(group) > 1 else group[0])
+        group = metric_block_group(first, (readable(k) for k in range(number + 1, len(lines))))
+        values = sum(operation_values(op) for op in group)
+        replayer.apply(merged_metric_blocks(group) if len(group) > 1 else first)
         if replayer.run_id != meta.get("run_id"):  # the run was created just now
             meta = {**meta, "run_id": replayer.run_id}
             write_meta(directory, meta)
             report.run_id = replayer.run_id
         report.operations += len(group)
         report.metric_values += values
-        if group[0]["op"] == "set_terminated":
-            report.status = group[0].get("status")
+        if first["op"] == "set_terminated":
+            report.status = first.get("status")
         number += len(group)
         save_progress(directory, number)
     return report

@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from workbench.tracking.diagnosis import FIGURE_FILE as DIAGNOSIS_FIGURE
+from workbench.tracking.offline import operation_values
 
 MAX_BATCH_METRICS, MAX_BATCH_PARAMS = 1000, 100  # MLflow's limits on one log_batch call
 # Consecutive metric blocks sent as one log_batch operation: a store's transaction costs about as much as a
@@ -125,6 +127,21 @@ def metric_rows(op: dict) -> list[list]:
     """A metric block's values as log_batch rows [key, value, timestamp, step]."""
     keys, t = op["keys"], int(op["timestamp"])
     return [[key, value, t, step] for step, row in zip(op["steps"], op["values"]) for key, value in zip(keys, row)]
+
+
+def metric_block_group(first: dict, following: Iterable[dict | None]) -> list[dict]:
+    """`first` and, when it is a metric block, the metric blocks right after it, up to `MERGED_METRICS` values:
+    the operations to send as one log_batch. `following` yields the next operations, None where the group must
+    end anyway (an operation done already, or one that cannot be read)."""
+    group, values = [first], operation_values(first)
+    if first["op"] != "metric_block":
+        return group
+    for op in following:
+        if values >= MERGED_METRICS or op is None or op.get("op") != "metric_block":
+            break
+        group.append(op)
+        values += operation_values(op)
+    return group
 
 
 def merged_metric_blocks(blocks: list[dict]) -> dict:
