@@ -281,7 +281,7 @@ def run_workers(study, settings, parent_run_id: str | None, plan) -> bool:
             return True
         return False
     threads = blas_threads(settings)
-    context = worker_context()
+    context = worker_context(study.data_imports())  # the preloads `start_worker_server` gave it
     saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
     os.environ.update({name: str(threads) for name in BLAS_THREAD_VARIABLES})  # children load BLAS with this limit
     processes: list = []
